@@ -1,0 +1,31 @@
+# The two commands of the course (see README.md):
+#   make lab    set up .venv and open the course in JupyterLab
+#   make test   set up .venv and run every test (fast mode)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup lab test build clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# As root JupyterLab needs --allow-root; without a display there is no browser to open.
+lab: setup
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+	  $$( [ -z "$$DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser )
+
+test: setup
+	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=15
+
+build: setup
+	$(BIN)/python -m labsupport.course build
+
+clean:
+	rm -rf $(VENV) .pytest_cache

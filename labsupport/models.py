@@ -1,0 +1,101 @@
+"""Models shared by the notebooks, small enough to read in the margin.
+
+Contracts every notebook, metric, widget and checkpoint relies on:
+
+* images are ``(B, 1, 28, 28)`` floats in ``[0, 1]``, in and out;
+* a VAE has ``latent_dim``, ``encode(x) -> (mu, logvar)`` each ``(B, latent_dim)`` and
+  ``decode(z) -> logits (B, 1, 28, 28)`` of a Bernoulli over pixels (``sigmoid`` gives the mean image);
+* a generator has ``latent_dim`` and maps ``z: (B, latent_dim)`` (and labels ``y: (B,)`` when
+  conditional) to images in ``[0, 1]``; a discriminator or critic maps images to ``(B,)`` logits/scores.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+# --- Notebook 02: autoencoders ------------------------------------------------------------------
+
+# --- Notebook 03: variational autoencoders ------------------------------------------------------
+
+
+class MLPVAE(nn.Module):
+    """VAE with MLP encoder and decoder: 784 -> hidden -> hidden -> (mu, logvar) -> hidden -> hidden -> 784 logits."""
+
+    def __init__(self, latent_dim: int = 20, hidden: int = 512):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 784))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: (B, 1, 28, 28)`` -> ``mu, logvar: (B, latent_dim)`` of q(z|x)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z: (B, latent_dim)`` -> Bernoulli logits ``(B, 1, 28, 28)``."""
+        return self.decoder(z).view(-1, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(x_logits, mu, logvar)`` with z drawn by the reparameterization trick."""
+        mu, logvar = self.encode(x)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        return self.decode(z), mu, logvar
+
+
+# --- Notebook 04: GANs --------------------------------------------------------------------------
+
+
+class MLP2D(nn.Module):
+    """Small MLP for 2D toy GANs: ``in_dim -> hidden x depth -> out_dim`` (generator or discriminator)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        layers, d = [], in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), nn.ReLU()]
+            d = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(d, out_dim))
+        self.latent_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator for 28x28 digits: z -> 128x7x7 -> 64x14x14 -> 1x28x28 (transposed convs, batch norm)."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 2 * width * 7 * 7), nn.Unflatten(1, (2 * width, 7, 7)), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z: (B, latent_dim)`` -> images ``(B, 1, 28, 28)`` in [0, 1]."""
+        return torch.sigmoid(self.net(z))
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator: 1x28x28 -> 64x14x14 -> 128x7x7 -> logit (strided convs, leaky ReLU)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 1, 28, 28)`` in [0, 1] -> logits ``(B,)``."""
+        return self.net(2 * x - 1).squeeze(1)
+
+
+# --- Notebook 05: conditional GAN, WGAN-GP, CycleGAN --------------------------------------------

@@ -1,0 +1,174 @@
+"""Small pretrained weights shipped inside the package, with their SHA-256 and the metrics they reached.
+
+    python -m labsupport.pretrained list               # what is shipped, its size, hash and metrics
+    python -m labsupport.pretrained verify             # re-hash every file against the manifest
+    python -m labsupport.pretrained train [NAME ...]   # retrain (seeded) and overwrite, all by default
+
+Notebooks call :func:`load_or_train`: load the shipped weights when present, train when asked
+(``retrain=True``) or when the file is absent. Files are loaded with ``torch.load(...,
+weights_only=True)``; a truncated or tampered file raises :class:`CheckpointError` naming the file and
+the retrain command, never an unpickling traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+DIR = Path(__file__).resolve().parent / "checkpoints"
+MANIFEST = DIR / "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, tampered with, or does not fit its model."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    build: Callable[[], nn.Module]                                   # an untrained model of the right shape
+    train: Callable[[torch.device], tuple[nn.Module, dict]]          # (trained model, metrics it reached)
+    seed: int = 0
+
+
+def _classifier_spec() -> Spec:
+    from . import metrics
+
+    return Spec(build=metrics.DigitClassifier, train=lambda dev: metrics.train_classifier(epochs=4, device=dev, seed=0))
+
+
+# name -> Spec. Each notebook registers the models it ships in its own block below.
+REGISTRY: dict[str, Callable[[], Spec]] = {
+    "classifier": _classifier_spec,
+    # --- Notebook 03: VAEs ---
+    # --- Notebook 05: conditional GAN ---
+}
+
+
+def _retrain_hint(name: str) -> str:
+    return f"Retrain it with:  python -m labsupport.pretrained train {name}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+
+
+def path_of(name: str) -> Path:
+    return DIR / f"{name}.pt"
+
+
+def _spec(name: str) -> Spec:
+    if name not in REGISTRY:
+        raise KeyError(f"No pretrained model called {name!r}. Known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]()
+
+
+def load(name: str, device: torch.device | str = "cpu", path: Path | None = None) -> nn.Module:
+    """Load shipped weights into a fresh model (eval mode). Raises :class:`CheckpointError` on any problem."""
+    spec, path = _spec(name), Path(path) if path else path_of(name)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint {path} is missing. {_retrain_hint(name)}")
+    expected = manifest().get(name, {}).get("sha256") if path == path_of(name) else None
+    if expected and sha256(path) != expected:
+        raise CheckpointError(f"Checkpoint {path} does not match its SHA-256 in {MANIFEST.name} (truncated or modified). {_retrain_hint(name)}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"Checkpoint {path} could not be read ({type(err).__name__}); it is corrupt or not a weights file. {_retrain_hint(name)}") from None
+    model = spec.build()
+    try:
+        model.load_state_dict(state)
+    except Exception as err:
+        raise CheckpointError(f"Checkpoint {path} does not fit the current {type(model).__name__} ({str(err)[:300]}). {_retrain_hint(name)}") from None
+    return model.to(device).eval()
+
+
+def save(name: str, model: nn.Module, metrics: dict, seconds: float, device: torch.device) -> Path:
+    """Write the weights and record their hash, metrics and provenance in the manifest."""
+    DIR.mkdir(exist_ok=True)
+    path = path_of(name)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    entries = manifest()
+    entries[name] = {
+        "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "metrics": metrics,
+        "seed": _spec(name).seed, "train_seconds": round(seconds, 1), "device": str(device), "torch": torch.__version__,
+    }
+    MANIFEST.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def train(name: str, device: torch.device | str | None = None, keep: bool = True) -> tuple[nn.Module, dict]:
+    """Train ``name`` from scratch with its fixed seed; with ``keep``, overwrite the shipped file."""
+    from .train import get_device, seed_everything
+
+    dev = get_device(device)
+    spec = _spec(name)
+    seed_everything(spec.seed)
+    start = time.perf_counter()
+    model, metrics = spec.train(dev)
+    seconds = time.perf_counter() - start
+    if keep:
+        save(name, model, metrics, seconds, dev)
+    return model.eval(), metrics
+
+
+def load_or_train(name: str, retrain: bool = False, device: torch.device | str | None = None) -> nn.Module:
+    """The shipped model when present (and ``retrain`` is False); otherwise train it now (and keep it)."""
+    from .train import get_device
+
+    dev = get_device(device)
+    if retrain or not path_of(name).exists():
+        print(f"training {name!r} from scratch ...")
+        model, metrics = train(name, dev)
+        print(f"trained {name!r}: {metrics}")
+        return model.to(dev)
+    model = load(name, dev)
+    print(f"loaded pretrained {name!r} ({path_of(name).name}): {manifest().get(name, {}).get('metrics', {})}")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m labsupport.pretrained", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="retrain models (all by default) and overwrite the shipped weights")
+    t.add_argument("names", nargs="*")
+    t.add_argument("--device", default=None)
+    sub.add_parser("verify", help="check every shipped file against its SHA-256")
+    sub.add_parser("list", help="list shipped checkpoints")
+    args = p.parse_args(argv)
+    from .train import setup
+
+    if args.cmd == "train":
+        setup(seed=0, device=args.device)
+        for name in args.names or list(REGISTRY):
+            _, m = train(name, args.device)
+            print(f"{name}: {m}  -> {path_of(name)}  sha256 {manifest()[name]['sha256'][:12]}")
+        return 0
+    bad = 0
+    for name, entry in manifest().items():
+        if args.cmd == "list":
+            print(f"{name:12s} {entry['bytes'] / 1e6:6.2f} MB  sha256 {entry['sha256'][:12]}  {entry['metrics']}")
+            continue
+        try:
+            load(name)
+            print(f"ok   {name}")
+        except CheckpointError as err:
+            bad += 1
+            print(f"FAIL {err}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

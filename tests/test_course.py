@@ -1,0 +1,80 @@
+"""The solution -> student build tool, on a small fixture notebook and on the repository itself."""
+
+import json
+import shutil
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from labsupport import course
+
+
+def _fixture_root(tmp_path, root):
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "solutions").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title\nGoals"),
+        nbformat.v4.new_code_cell("import math\nx = 1"),
+        nbformat.v4.new_code_cell(
+            "def square(v):\n    \"\"\"v -> v*v\"\"\"\n    y = 0\n    ### BEGIN SOLUTION\n    y = v * v\n    ### END SOLUTION\n    return y",
+            metadata={"labsupport": {"points": 3}},
+        ),
+        nbformat.v4.new_code_cell("assert square(3) == 9"),
+        nbformat.v4.new_markdown_cell("Why?\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->"),
+        nbformat.v4.new_code_cell("class Net:\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION"),
+    ]
+    nb.cells[1]["outputs"] = [nbformat.v4.new_output("stream", text="hi")]
+    nb.cells[1]["execution_count"] = 4
+    nbformat.write(nb, tmp_path / "solutions" / "01_demo.ipynb")
+    return tmp_path
+
+
+def test_build_makes_student_stub(tmp_path, root, monkeypatch):
+    fx = _fixture_root(tmp_path, root)
+    monkeypatch.setattr(course, "ROOT", fx)
+    course.build(fx)
+    student = nbformat.read(fx / "notebooks" / "01_demo.ipynb", as_version=4)
+    text = json.dumps(student)
+    assert "BEGIN SOLUTION" not in text and "y = v * v" not in text and "Because." not in text
+    assert "colab.research.google.com/github/dgm-lab/deep-generative-lab/blob/main/notebooks/01_demo.ipynb" in student.cells[0].source
+    assert "google.colab" in student.cells[2].source  # install cell right after the title cell
+    stub = next(c for c in student.cells if "def square" in c.source)
+    assert 'raise NotImplementedError("Exercise 1 (square)' in stub.source
+    assert stub.source.startswith("def square(v):\n    \"\"\"v -> v*v\"\"\"\n    y = 0\n    raise") and stub.source.endswith("return y")
+    assert stub.metadata["labsupport"] == {"exercise": "square", "points": 3}
+    assert student.metadata["labsupport"]["exercises"] == [
+        {"number": 1, "id": "square", "points": 3}, {"number": 2, "id": "Net", "points": 1}]
+    for nb in (student, nbformat.read(fx / "solutions" / "01_demo.ipynb", as_version=4)):
+        assert all(c.get("outputs", []) == [] and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    # Valid Python that raises the friendly error where the exercise is.
+    client = NotebookClient(student, timeout=60, kernel_name="python3")
+    with pytest.raises(CellExecutionError, match="NotImplementedError"):
+        client.execute()
+
+
+def test_check_detects_drift(tmp_path, root, monkeypatch):
+    fx = _fixture_root(tmp_path, root)
+    monkeypatch.setattr(course, "ROOT", fx)
+    assert course.check(fx), "nothing built yet: check must complain"
+    course.build(fx)
+    assert course.check(fx) == []
+    p = fx / "notebooks" / "01_demo.ipynb"
+    p.write_text(p.read_text().replace("Title", "Edited by hand"))
+    assert any("01_demo" in msg for msg in course.check(fx))
+    (fx / "notebooks" / "99_orphan.ipynb").write_text("{}")
+    assert any("99_orphan" in msg for msg in course.check(fx))
+
+
+def test_unterminated_solution_is_an_error(tmp_path, root):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1")]
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(ValueError, match="without"):
+        course.build_pair(tmp_path / "bad.ipynb")
+
+
+def test_repository_notebooks_are_in_sync(root):
+    assert course.check(root) == [], "run `python -m labsupport.course build` and commit"

@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+
+from labsupport import data, metrics, pretrained
+from labsupport.models import MLPVAE
+
+
+def test_mode_coverage_protocol():
+    centers = data.ring_centers(8)
+    x, _ = data.ring_of_gaussians(2500, std=0.01, seed=0)
+    r = metrics.mode_coverage(x, centers, std=0.01)
+    assert r.modes == 8 and r.high_quality > 0.98 and r.reverse_kl < 0.01
+    collapsed = centers[[0, 1]].repeat(500, 1) + 0.01 * torch.randn(1000, 2)
+    r = metrics.mode_coverage(collapsed, centers, std=0.01)
+    assert r.modes == 2 and abs(r.reverse_kl - math.log(4)) < 0.01
+    between = torch.zeros(100, 2)  # the centre of the ring is far from every mode
+    r = metrics.mode_coverage(between, centers, std=0.01)
+    assert r.modes == 0 and r.high_quality == 0
+
+
+class _Oracle(torch.nn.Module):
+    """A fake classifier: 'predicts' the mean pixel bucket, to test the scores without MNIST."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def features(self, x):
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x[:, :, :14].mean((1, 2, 3))], 1) * 10
+
+    def forward(self, x):
+        k = (x.mean((1, 2, 3)) * 10).long().clamp(0, 9)
+        return torch.nn.functional.one_hot(k, 10).float() * 50
+
+
+def test_inception_score_bounds():
+    clf = _Oracle()
+    levels = torch.arange(10).repeat_interleave(100).float() / 10 + 0.05
+    diverse = levels[:, None, None, None].expand(-1, 1, 28, 28).contiguous()
+    assert metrics.inception_score(diverse, clf, splits=1)[0] == pytest.approx(10, rel=1e-4)
+    assert 9 < metrics.inception_score(diverse, clf, splits=10)[0] < 10  # splits of 100 are not exactly balanced
+    same = torch.full((1000, 1, 28, 28), 0.55)
+    assert metrics.inception_score(same, clf)[0] == pytest.approx(1, rel=1e-3)
+
+
+def test_frechet_distance_zero_for_same_and_positive_for_shifted():
+    clf = _Oracle()
+    a = torch.rand(400, 1, 28, 28)
+    assert metrics.frechet_distance(a, a, clf) == pytest.approx(0, abs=1e-3)
+    assert metrics.frechet_distance(a, (a * 0.5), clf) > 1
+
+
+def test_iw_nll_is_tighter_than_elbo_and_finite():
+    torch.manual_seed(0)
+    vae = MLPVAE(latent_dim=4, hidden=32)
+    x = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    nll1 = metrics.importance_weighted_nll(vae, x, k=1).mean()
+    nll = metrics.importance_weighted_nll(vae, x, k=500, batch=300)
+    assert nll.shape == (6,) and torch.isfinite(nll).all()
+    assert nll.mean() < nll1
+    assert abs(metrics.negative_elbo(vae, x) - nll1.item()) < 30  # both single-sample bounds of the same quantity
+    assert nll.mean() > 0
+
+
+def test_shipped_classifier_is_accurate(mnist_available):
+    clf = pretrained.load("classifier")
+    x, y = data.mnist_tensors(train=False, n=2000)
+    assert metrics.accuracy(clf, x, y) >= 0.985
+    feats = clf.features(x[:8])
+    assert feats.shape == (8, 128)
+    mean, _ = metrics.inception_score(x, clf)
+    assert mean > 9.0, "real digits should score close to 10"
