@@ -209,3 +209,14 @@ def importance_weighted_nll(vae: nn.Module, x: torch.Tensor, k: int = 1000, batc
             logw.append(_bernoulli_log_prob(xb[:, None], logits) + log_p - log_q)
         out.append(math.log(k) - torch.logsumexp(torch.cat(logw, 1), 1))
     return torch.cat(out).cpu()
+
+
+# --- Notebook 01/02: supervised, unsupervised, autoencoders ---
+
+# --- Notebook 03: variational autoencoders ---
+
+# --- Notebook 04: GANs ---
+
+# --- Notebook 05: GAN variants ---
+
+# --- Notebook 06: VAEs vs GANs and uses ---

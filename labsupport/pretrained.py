@@ -49,6 +49,7 @@ def _classifier_spec() -> Spec:
 REGISTRY: dict[str, Callable[[], Spec]] = {
     "classifier": _classifier_spec,
     # --- Notebook 03: VAEs ---
+    # --- Notebook 04: DCGAN ---
     # --- Notebook 05: conditional GAN ---
 }
 

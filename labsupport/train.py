@@ -147,3 +147,14 @@ def _to(batch, device: torch.device):
     if isinstance(batch, (tuple, list)):
         return type(batch)(_to(b, device) for b in batch)
     return batch
+
+
+# --- Notebook 01/02: supervised, unsupervised, autoencoders ---
+
+# --- Notebook 03: variational autoencoders ---
+
+# --- Notebook 04: GANs ---
+
+# --- Notebook 05: GAN variants ---
+
+# --- Notebook 06: VAEs vs GANs and uses ---

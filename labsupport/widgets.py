@@ -62,3 +62,6 @@ def vae_explorer(vae: torch.nn.Module, images: torch.Tensor | None = None, n_sli
         controls.append(pick)
     redraw()
     return W.HBox([W.VBox(controls + sliders), view])
+
+
+# --- Explorers (issue 10: VAE, 2D latent map, conditional GAN) ---
