@@ -215,6 +215,34 @@ def importance_weighted_nll(vae: nn.Module, x: torch.Tensor, k: int = 1000, batc
 
 # --- Notebook 03: variational autoencoders ---
 
+
+def binarized_test_set(n: int | None = None, seed: int = 0, root=None) -> torch.Tensor:
+    """The first ``n`` MNIST test images (all by default), binarized once with ``seed``: ``(n, 1, 28, 28)`` in {0, 1}.
+
+    One fixed draw, so every VAE in the course (notebooks, checkpoints, bench) is scored on the same pixels.
+    """
+    from .data import binarize, mnist_tensors
+
+    x, _ = mnist_tensors(train=False, root=root)
+    x = x[:n] if n is not None else x
+    return binarize(x, generator=torch.Generator().manual_seed(seed))
+
+
+def evaluate_vae(vae: nn.Module, n_elbo: int = 10_000, n_iw: int = 1000, k: int = 1000, seed: int = 0) -> dict:
+    """Test negative ELBO (``n_elbo`` images) and IW-NLL with ``k`` samples (first ``n_iw`` images), in nats.
+
+    Uses :func:`binarized_test_set` and a fixed seed for the Monte Carlo draws, so numbers repeat.
+    """
+    x = binarized_test_set(max(n_elbo, n_iw), seed=seed)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        elbo = negative_elbo(vae, x[:n_elbo])
+        iw = importance_weighted_nll(vae, x[:n_iw], k=k).mean().item() if n_iw > 0 else float("nan")
+    finally:
+        torch.random.set_rng_state(state)
+    return {"test_neg_elbo": round(elbo, 2), "test_iw_nll": round(iw, 2), "iw_k": k, "n_elbo": n_elbo, "n_iw": n_iw}
+
 # --- Notebook 04: GANs ---
 
 # --- Notebook 05: GAN variants ---

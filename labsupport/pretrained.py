@@ -45,10 +45,33 @@ def _classifier_spec() -> Spec:
     return Spec(build=metrics.DigitClassifier, train=lambda dev: metrics.train_classifier(epochs=4, device=dev, seed=0))
 
 
+def _vae_spec(latent_dim: int, hidden: int, epochs: int) -> Callable[[], Spec]:
+    """A VAE trained with :func:`labsupport.train.train_vae` on all 60 000 dynamically binarized digits."""
+
+    def make() -> Spec:
+        from .models import MLPVAE
+
+        def fit_vae(dev: torch.device) -> tuple[nn.Module, dict]:
+            from . import metrics
+            from .data import mnist_tensors
+            from .train import train_vae
+
+            x, _ = mnist_tensors(train=True)
+            vae = MLPVAE(latent_dim, hidden).to(dev)
+            hist = train_vae(vae, x, epochs=epochs, device=dev, seed=0, desc=f"VAE z={latent_dim}")
+            return vae, {**metrics.evaluate_vae(vae), "epochs": epochs, "steps": hist["step"][-1], "latent_dim": latent_dim, "hidden": hidden}
+
+        return Spec(build=lambda: MLPVAE(latent_dim, hidden), train=fit_vae)
+
+    return make
+
+
 # name -> Spec. Each notebook registers the models it ships in its own block below.
 REGISTRY: dict[str, Callable[[], Spec]] = {
     "classifier": _classifier_spec,
     # --- Notebook 03: VAEs ---
+    "vae": _vae_spec(latent_dim=20, hidden=256, epochs=30),     # the notebook's main VAE
+    "vae2d": _vae_spec(latent_dim=2, hidden=256, epochs=30),    # 2D latent: manifold grid and latent map
     # --- Notebook 04: DCGAN ---
     # --- Notebook 05: conditional GAN ---
 }

@@ -153,7 +153,191 @@ def _to(batch, device: torch.device):
 
 # --- Notebook 03: variational autoencoders ---
 
+
+def vae_terms(vae: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One reparameterized pass: ``x: (B, 1, 28, 28)`` in {0, 1} -> ``(x_logits, mu, logvar, z)``.
+
+    Works for any VAE with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``.
+    """
+    mu, logvar = vae.encode(x)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # z = mu + sigma * eps: gradients reach mu and sigma
+    return vae.decode(z), mu, logvar, z
+
+
+def vae_loss(vae: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Negative (beta-)ELBO in nats per image, batch mean, and its two terms for the history.
+
+    ``rec`` = Bernoulli NLL summed over pixels, ``kl`` = KL(q(z|x) || N(0, I)) summed over latent dims.
+    """
+    x_logits, mu, logvar, _ = vae_terms(vae, x)
+    rec = torch.nn.functional.binary_cross_entropy_with_logits(x_logits, x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return (rec + beta * kl).mean(), {"rec": rec.mean().item(), "kl": kl.mean().item()}
+
+
+def train_vae(
+    vae: torch.nn.Module,
+    x_train: torch.Tensor,
+    *,
+    epochs: int | None = None,
+    max_seconds: float | None = None,
+    beta: float = 1.0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    device: torch.device | str | None = None,
+    desc: str = "VAE",
+    loss: Callable | None = None,
+    seed: int | None = None,
+) -> dict[str, list[float]]:
+    """Train ``vae`` on dynamically binarized ``x_train: (N, 1, 28, 28) in [0, 1]`` by minimising the negative ELBO.
+
+    Each batch is re-binarized (:func:`labsupport.data.binarize`), so the model never sees the same
+    draw twice. Stops after ``epochs`` (default 10 when ``max_seconds`` is not given either) or after
+    ``max_seconds`` of wall time, whichever comes first. ``loss`` optionally replaces the built-in
+    objective with your own ``negative_elbo(x, x_logits, mu, logvar) -> scalar`` (then ``beta`` must be 1).
+
+    Returns the :func:`fit` history, with ``rec`` and ``kl`` per step when the built-in loss is used.
+    """
+    from .data import TensorLoader, binarize
+
+    if epochs is None:
+        epochs = 10 if max_seconds is None else 10**6
+    if loss is not None and beta != 1.0:
+        raise ValueError("beta only applies to the built-in loss: put beta inside your own `loss` instead")
+    if not (isinstance(x_train, torch.Tensor) and x_train.dim() == 4 and x_train.shape[1:] == (1, 28, 28)):
+        raise ValueError(f"x_train should be a tensor (N, 1, 28, 28) in [0, 1], got {getattr(x_train, 'shape', type(x_train))}")
+    if x_train.min() < 0 or x_train.max() > 1:
+        raise ValueError("x_train should hold grey levels in [0, 1] (they are the probabilities of the binarization)")
+    device = get_device(device) if device is not None else next(vae.parameters()).device
+    loader = TensorLoader(x_train, batch_size=batch_size, transform=binarize, seed=seed)
+
+    def loss_fn(model, xb):
+        if loss is None:
+            return vae_loss(model, xb, beta)
+        x_logits, mu, logvar, _ = vae_terms(model, xb)
+        return loss(xb, x_logits, mu, logvar)
+
+    return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, lr=lr, device=device, desc=desc)
+
+
 # --- Notebook 04: GANs ---
+
+
+def gan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss -E[log D(x)] - E[log(1 - D(G(z)))] from logits ``(B,)`` (stable BCE)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+
+
+def gan_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss -E[log D(G(z))] from logits ``(B,)``: softplus(-l) = -log sigmoid(l)."""
+    return torch.nn.functional.softplus(-fake_logits).mean()
+
+
+def batch_sampler(*tensors: torch.Tensor, seed: int = 0) -> Callable[[int], torch.Tensor | tuple[torch.Tensor, ...]]:
+    """``sample(B)`` draws B random rows (with replacement) of ``tensors``: the ``sample_real`` of :func:`train_gan`."""
+    g = torch.Generator().manual_seed(seed)
+
+    def sample(batch_size: int):
+        idx = torch.randint(len(tensors[0]), (batch_size,), generator=g)
+        return tensors[0][idx] if len(tensors) == 1 else tuple(t[idx] for t in tensors)
+
+    return sample
+
+
+def train_gan(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    sample_real: Callable[[int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    *,
+    steps: int,
+    d_steps: int = 1,
+    lr_g: float = 2e-4,
+    lr_d: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = gan_d_loss,
+    g_loss: Callable[[torch.Tensor], torch.Tensor] = gan_g_loss,
+    d_penalty: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
+    callback: Callable[[int, torch.nn.Module, torch.nn.Module], None] | None = None,
+    max_seconds: float | None = None,
+    desc: str = "GAN",
+) -> dict[str, list[float]]:
+    """Alternating GAN training (Goodfellow et al. 2014, Algorithm 1) with Adam for both players.
+
+    Each of the ``steps`` iterations:
+      1. ``d_steps`` times: draw B real samples and B noise vectors z ~ N(0, I); update D on
+         ``d_loss(D(x), D(G(z)))`` (+ ``d_penalty(D, x, G(z), y)`` if given), with G(z) detached;
+      2. draw fresh noise and update G on ``g_loss(D(G(z)))``, gradients flowing through D into G.
+
+    ``sample_real(B)`` returns ``x: (B, ...)`` or ``(x, y)`` for a conditional GAN, which then
+    calls ``G(z, y)`` and ``D(x, y)`` (fakes get the same labels as the real batch). ``G`` needs a
+    ``latent_dim``. The losses are pluggable (WGAN: critic and generator losses on scores).
+    ``callback(step, G, D)`` runs after every iteration (e.g. to save snapshots every N steps).
+    Stops after ``steps`` iterations or ``max_seconds`` of wall time.
+
+    Returns ``{"step", "d_loss", "g_loss", "d_real", "d_fake", "seconds"}`` lists, one entry per
+    iteration; ``d_real``/``d_fake`` are the mean of sigmoid(D) on the last real/fake batch.
+    """
+    device = torch.device(device) if device is not None else next(G.parameters()).device
+    G.to(device).train()
+    D.to(device).train()
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
+    history: dict[str, list[float]] = defaultdict(list)
+
+    def real_batch():
+        out = sample_real(batch_size)
+        x, y = out if isinstance(out, (tuple, list)) else (out, None)
+        return x.to(device), (y.to(device) if y is not None else None)
+
+    def gen(z, y):
+        return G(z) if y is None else G(z, y)
+
+    def disc(x, y):
+        return D(x) if y is None else D(x, y)
+
+    start = time.perf_counter()
+    bar = progress(total=steps, desc=desc)
+    try:
+        for step in range(1, steps + 1):
+            for _ in range(d_steps):  # 1. the discriminator ascends its objective (descends d_loss)
+                x, y = real_batch()
+                fake = gen(torch.randn(len(x), G.latent_dim, device=device), y).detach()
+                real_logits, fake_logits = disc(x, y), disc(fake, y)
+                loss_d = d_loss(real_logits, fake_logits)
+                if d_penalty is not None:
+                    loss_d = loss_d + d_penalty(D, x, fake, y)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+            # 2. the generator: fresh noise, gradients flow through D (only G's optimizer steps)
+            z = torch.randn(len(x), G.latent_dim, device=device)
+            loss_g = g_loss(disc(gen(z, y), y))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
+                raise FloatingPointError(f"GAN losses became {loss_d.item()}, {loss_g.item()} at step {step}: lower the learning rates")
+            history["step"].append(step)
+            history["d_loss"].append(loss_d.item())
+            history["g_loss"].append(loss_g.item())
+            history["d_real"].append(torch.sigmoid(real_logits.detach().float()).mean().item())
+            history["d_fake"].append(torch.sigmoid(fake_logits.detach().float()).mean().item())
+            history["seconds"].append(time.perf_counter() - start)
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}", refresh=False)
+            if callback is not None:
+                callback(step, G, D)
+            if max_seconds is not None and history["seconds"][-1] >= max_seconds:
+                break
+    finally:
+        bar.close()
+        G.eval()
+        D.eval()
+    return dict(history)
 
 # --- Notebook 05: GAN variants ---
 
