@@ -8,6 +8,7 @@ from this extractor, and report the real-vs-real floor beside every model's valu
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -96,6 +97,7 @@ class _Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        x = x.to(next(self.classifier.parameters()).dtype)  # the metric runs in float64 (set_dtype below)
         x = x.mean(1, keepdim=True) if x.shape[1] != 1 else x
         if x.shape[-2:] != (28, 28):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
@@ -112,7 +114,8 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor, classifier: nn.Modu
 
     classifier.eval()
     dev = next(classifier.parameters()).device
-    fid = FrechetInceptionDistance(feature=_Features(classifier).to(dev), normalize=True).to(dev)
+    # a copy: set_dtype(float64) converts the feature extractor too, and must not change the caller's model
+    fid = FrechetInceptionDistance(feature=_Features(copy.deepcopy(classifier)).to(dev), normalize=True).to(dev)
     fid.set_dtype(torch.float64)
     with torch.no_grad():
         for images, is_real in ((real, True), (fake, False)):
