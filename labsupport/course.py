@@ -11,7 +11,8 @@ the signature and the lines around them; the exercise is named after the cell's 
 becomes a prompt for the student's answer. Outputs and execution counts are stripped from both
 folders; each student notebook gets an "Open in Colab" badge and a first install cell that acts only
 on Colab. Exercise ids and points go into the notebook metadata (for grading); a solution cell may
-set ``{"labsupport": {"points": 2}}`` in its metadata (default 1 point).
+set ``{"labsupport": {"points": 2}}`` in its metadata (default 1 point). ``build`` also writes them
+all to ``labsupport/exercises.json``, the list ``labsupport.grading`` grades against.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 DEF = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w*)", re.M)
 KEEP_CELL_METADATA = ("tags", "labsupport")
+EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"}]}, written by build
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -134,11 +136,14 @@ def build_pair(src: Path) -> tuple[str, str]:
 
 
 def _targets(root: Path) -> dict[Path, str]:
-    files = {}
+    files, manifest = {}, {}
     for src in sorted((root / "solutions").glob("*.ipynb")):
         sol, student = build_pair(src)
         files[root / "solutions" / src.name] = sol + "\n"
         files[root / "notebooks" / src.name] = student + "\n"
+        manifest[src.stem] = json.loads(sol)["metadata"]["labsupport"]["exercises"]
+    # The grader's source of truth for exercise ids and points (shipped in the package; a submission's own metadata is not trusted).
+    files[root / EXERCISES] = json.dumps(manifest, indent=1) + "\n"
     return files
 
 
@@ -148,6 +153,7 @@ def build(root: Path = ROOT) -> list[Path]:
     (root / "notebooks").mkdir(exist_ok=True)
     for path, text in files.items():
         if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     for stale in (root / "notebooks").glob("*.ipynb"):
         if stale not in files:
