@@ -126,8 +126,405 @@ def check_normalize_images(fn: Callable) -> None:
 
 # --- Notebook 03: variational autoencoders ------------------------------------------------------
 
+
+def _vae_case(b: int, d: int, seed: int, requires_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mu, logvar: (b, d)`` with spread-out values (``logvar`` in [-2.5, 1.5], never 0), leaves that track gradients."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(b, d, generator=g)
+    logvar = torch.empty(b, d).uniform_(0.3, 1.5, generator=g) * torch.where(torch.rand(b, d, generator=g) < 0.5, -1.7, 1.0)
+    return mu.requires_grad_(requires_grad), logvar.requires_grad_(requires_grad)
+
+
+def check_reparameterize(fn: Callable) -> None:
+    """``reparameterize(mu, logvar) -> z``: ``mu, logvar: (B, D)``, z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)."""
+    name = "reparameterize(mu, logvar)"
+    mu, logvar = _vae_case(5, 3, seed=0)
+    before = (mu.detach().clone(), logvar.detach().clone())
+    z = expect_tensor(call(fn, mu, logvar), (5, 3), name)
+    if not (torch.equal(mu.detach(), before[0]) and torch.equal(logvar.detach(), before[1])):
+        raise CheckFailed("reparameterize changed mu or logvar in place (e.g. logvar.mul_(0.5)). Build new tensors instead.")
+    # gradients: dz/dmu = 1 and dz/dlogvar = 0.5 * sigma * eps = 0.5 * (z - mu)
+    if not z.requires_grad:
+        raise CheckFailed("z does not track gradients back to mu and logvar: the sample blocks them. "
+                          "Distribution.sample(), torch.no_grad() or .detach() cut the graph; write z = mu + sigma * eps "
+                          "with eps = torch.randn_like(mu) (or use .rsample()).")
+    z.sum().backward()
+    if mu.grad is None or logvar.grad is None:
+        missing = "mu" if mu.grad is None else "logvar"
+        raise CheckFailed(f"No gradient reaches {missing}: z must be computed from both mu and logvar with differentiable operations.")
+    if mu.grad.abs().max() < 1e-8 and logvar.grad.abs().max() < 1e-8:
+        raise CheckFailed("The gradients of z with respect to mu and logvar are all zero: the sample blocks them. torch.normal(mu, std) "
+                          "and Distribution.sample() give no gradient; write z = mu + std * eps with eps = torch.randn_like(mu).")
+    if not close(mu.grad, torch.ones_like(mu), atol=1e-5):
+        raise CheckFailed("dz/dmu should be 1 for every element (z = mu + sigma * eps moves one-for-one with mu); it is not.")
+    zd, md, lvd = z.detach(), mu.detach(), logvar.detach()
+    if not close(logvar.grad, 0.5 * (zd - md), rtol=1e-3, atol=1e-5):
+        if close(logvar.grad, zd - md, rtol=1e-3, atol=1e-5):
+            raise CheckFailed("The variance is used as the standard deviation: sigma = exp(logvar / 2) = sqrt(exp(logvar)), not exp(logvar).")
+        if close(logvar.grad, (zd - md) / lvd, rtol=1e-3, atol=1e-5):
+            raise CheckFailed("logvar itself is used as the standard deviation: sigma = exp(logvar / 2).")
+        raise CheckFailed("dz/dlogvar should be 0.5 * sigma * eps = 0.5 * (z - mu) when sigma = exp(0.5 * logvar); yours is not. "
+                          "Check how you turn logvar into the standard deviation (a missing 1/2?).")
+    # statistics: standardised noise must be N(0, 1), fresh for every element and every call
+    b, d = 4000, 4
+    mu = torch.randn(b, d, generator=torch.Generator().manual_seed(1))
+    logvar = torch.tensor([-2.0, -0.8, 0.7, 1.6]).repeat(b, 1)
+    with torch.no_grad():
+        z1 = expect_tensor(call(fn, mu, logvar), (b, d), name).double()
+        z2 = expect_tensor(call(fn, mu, logvar), (b, d), name).double()
+    noise = z1 - mu.double()
+    if noise.abs().max() < 1e-7:
+        raise CheckFailed("z equals mu: no noise was added. z = mu + sigma * eps with eps drawn from N(0, I).")
+    if (noise.std(0) < 1e-6).any():
+        raise CheckFailed("Every row got the same noise: the noise is shared across the batch (e.g. torch.randn(D)). "
+                          "Draw eps with the full shape (B, D): torch.randn_like(mu).")
+    if (noise / noise[:, :1]).std(1).max() < 1e-6:
+        raise CheckFailed("All latent dimensions of an example got the same noise: the noise is shared across dimensions "
+                          "(e.g. torch.randn(B, 1)). Draw eps with the full shape (B, D): torch.randn_like(mu).")
+    if torch.equal(z1, z2):
+        raise CheckFailed("Two calls gave exactly the same z: draw new noise every call (no fixed seed or stored eps inside).")
+    sd = noise.std(0)
+    for want, text in [((0.5 * logvar[0]).exp(), None), (logvar[0].exp(), "the variance exp(logvar) is used as the standard deviation; "
+                       "sigma = exp(0.5 * logvar)"), (logvar[0].abs(), "logvar itself is used as the standard deviation; sigma = exp(0.5 * logvar)"),
+                       ((0.25 * logvar[0]).exp(), "the square root is taken twice; sigma = exp(0.5 * logvar)")]:
+        if (sd / want.double() - 1).abs().max() < 0.08:
+            if text is None:
+                break
+            raise CheckFailed(f"The spread of z - mu per dimension is {[round(v, 2) for v in sd.tolist()]} but should be "
+                              f"exp(logvar / 2) = {[round(v, 2) for v in (0.5 * logvar[0]).exp().tolist()]}: {text}.")
+    else:
+        raise CheckFailed(f"The spread of z - mu per dimension is {[round(v, 2) for v in sd.tolist()]} but should be "
+                          f"exp(logvar / 2) = {[round(v, 2) for v in (0.5 * logvar[0]).exp().tolist()]}.")
+    eps = noise / sd
+    if eps.min() >= -1e-6 or (eps.mean(0).abs() > 0.1).any():
+        raise CheckFailed("The noise does not have mean 0: eps must come from a standard normal N(0, I) (torch.randn_like), "
+                          "not a uniform draw (torch.rand).")
+    if (noise - noise.mean(0)).abs().max() / sd.max() < 2.5:
+        raise CheckFailed("The noise never goes far from its mean: is it Gaussian? Use eps = torch.randn_like(mu).")
+    passed("reparameterize", "z = mu + exp(logvar / 2) * eps, gradients reach mu and logvar")
+
+
+def _kl_closed_form(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def check_kl_divergence(fn: Callable) -> None:
+    """``kl_divergence(mu, logvar) -> (B,)``: KL(N(mu, diag exp(logvar)) || N(0, I)) summed over the D latent dims."""
+    b, d = 6, 5
+    mu, logvar = _vae_case(b, d, seed=2)
+    with torch.no_grad():
+        mu[0], logvar[0] = 0.0, 0.0   # q equals the prior: KL = 0
+        logvar[1] = 0.0               # unit variance: KL = |mu|^2 / 2
+    kl = expect_tensor(call(fn, mu, logvar), (b,), "kl_divergence(mu, logvar)")
+    m, lv = mu.detach().double(), logvar.detach().double()
+    want = _kl_closed_form(m, lv)
+    got = kl.detach().double()
+    if not close(got, want, rtol=1e-4, atol=1e-4):
+        again = call(fn, mu, logvar).detach().double()
+        mistakes = [
+            (-want, "the sign is flipped: KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar), which is never negative"),
+            (2 * want, "the 1/2 in front is missing"),
+            (want / d, "you took the mean over the latent dimensions; sum over them instead"),
+            (0.5 * (m.pow(2) + (2 * lv).exp() - 1 - 2 * lv).sum(1), "logvar is treated as log(sigma) instead of log(sigma^2): "
+             "the variance is exp(logvar)"),
+            (0.5 * (m.pow(2) + (0.5 * lv).exp() - 1 - lv).sum(1), "the standard deviation exp(logvar / 2) is used where the variance exp(logvar) belongs"),
+            (0.5 * (m.pow(2) + lv.exp() - lv).sum(1), "the -1 is missing (when q equals the prior the KL must be 0)"),
+            (0.5 * (lv.exp() - 1 - lv).sum(1), "the mu^2 term is missing"),
+            (0.5 * (m.pow(2) + lv.exp() - 1 + lv).sum(1), "the sign of the logvar term is wrong: it is - logvar"),
+            (0.5 * (m.pow(2) + lv.exp() - 1 - lv).mean(), None),
+        ]
+        for value, text in mistakes:
+            if text and close(got, value, rtol=1e-4, atol=1e-4):
+                raise CheckFailed(f"kl_divergence is off: {text}.")
+        if not close(got, again, rtol=1e-6, atol=1e-6):
+            raise CheckFailed("kl_divergence gives a different answer each call: it looks like a Monte Carlo estimate. "
+                              "Use the closed form 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar).")
+        if abs(got[0]) > 1e-4:
+            raise CheckFailed(f"For mu = 0 and logvar = 0 (q equals the prior) the KL must be 0, got {got[0].item():.4g}.")
+        raise CheckFailed(f"kl_divergence gives {[round(v, 3) for v in got.tolist()]}, expected "
+                          f"{[round(v, 3) for v in want.tolist()]} (0.5 * sum over dims of mu^2 + exp(logvar) - 1 - logvar).{ratio_hint(got, want)}")
+    if not kl.requires_grad:
+        raise CheckFailed("The KL does not track gradients (.item(), numpy or .detach() inside?): training needs them.")
+    kl.sum().backward()
+    if mu.grad is None or logvar.grad is None or not close(mu.grad, m.float(), atol=1e-4) or not close(logvar.grad, 0.5 * (lv.exp() - 1).float(), atol=1e-4):
+        raise CheckFailed("The value is right but its gradients with respect to mu and logvar are not: is part of it detached?")
+    passed("kl_divergence", "closed form, summed over latent dimensions")
+
+
+def check_negative_elbo(fn: Callable) -> None:
+    """``negative_elbo(x, x_logits, mu, logvar) -> scalar``: batch mean of (Bernoulli NLL summed over pixels + KL)."""
+    import torch.nn.functional as F
+
+    b, d = 8, 5
+    g = torch.Generator().manual_seed(3)
+    x = torch.bernoulli(torch.rand(b, 1, 28, 28, generator=g), generator=g)
+    x_logits = (torch.randn(b, 1, 28, 28, generator=g) * 2.5).clamp(-6, 6).requires_grad_()
+    mu, logvar = _vae_case(b, d, seed=4)
+    try:
+        out = call(fn, x, x_logits, mu, logvar)
+    except CheckFailed as err:
+        if "between 0 and 1" in str(err):
+            raise CheckFailed(f"{err}\n  x_logits are logits, not probabilities: use F.binary_cross_entropy_with_logits "
+                              "(or apply torch.sigmoid once before F.binary_cross_entropy).") from None
+        raise
+    loss = expect_tensor(out, (), "negative_elbo(x, x_logits, mu, logvar)")
+    xl, m, lv = x_logits.detach().double(), mu.detach().double(), logvar.detach().double()
+    xd = x.double()
+    rec = F.binary_cross_entropy_with_logits(xl, xd, reduction="none").flatten(1).sum(1)
+    kl = _kl_closed_form(m, lv)
+    want = (rec + kl).mean()
+    got = loss.detach().double()
+    if not close(got, want, rtol=1e-4, atol=1e-3):
+        twice = F.binary_cross_entropy_with_logits(torch.sigmoid(xl), xd, reduction="none").flatten(1).sum(1)
+        mistakes = [
+            (-want, "the sign is flipped: return the NEGATIVE ELBO (reconstruction NLL + KL), which training minimises"),
+            ((rec - kl).mean(), "the KL has the wrong sign: the negative ELBO ADDS the KL to the reconstruction term"),
+            ((rec / 784 + kl).mean(), "the reconstruction term is a per-pixel mean; sum the Bernoulli NLL over the 784 pixels "
+             "(reduction='none' then .sum over pixels, or reduction='sum' divided by the batch size)"),
+            ((rec / 784 + kl / d).mean(), "both terms are means over pixels / latent dimensions; sum over them, average only over the batch"),
+            ((rec + kl / d).mean(), "the KL is a mean over latent dimensions; sum it over them"),
+            ((twice + kl).mean(), "the sigmoid is applied twice: binary_cross_entropy_with_logits already applies it to the logits"),
+            (rec.mean(), "the KL term is missing"),
+            (kl.mean(), "the reconstruction term is missing"),
+            ((rec + 2 * kl).mean(), "the KL is twice too big (its 1/2 is missing)"),
+            ((rec + kl).sum(), "you summed over the batch; take the mean over the batch"),
+            ((rec.sum() + kl.mean()), "the reconstruction term is summed over the batch too; average both terms over the batch"),
+            (((torch.sigmoid(xl) - xd).pow(2).flatten(1).sum(1) + kl).mean(), "this is a squared error; the decoder is a Bernoulli, "
+             "so the reconstruction term is the binary cross-entropy (F.binary_cross_entropy_with_logits)"),
+        ]
+        for value, text in mistakes:
+            if close(got, value, rtol=1e-4, atol=1e-3):
+                raise CheckFailed(f"negative_elbo is off: {text}.")
+        raise CheckFailed(f"negative_elbo gives {got.item():.4f}, expected {want.item():.4f} "
+                          f"(reconstruction {rec.mean().item():.2f} + KL {kl.mean().item():.2f}).{ratio_hint(got, want)}")
+    if not loss.requires_grad:
+        raise CheckFailed("The loss does not track gradients (.item(), numpy or .detach() inside?): training needs them.")
+    loss.backward()
+    for t, n in [(x_logits, "x_logits"), (mu, "mu"), (logvar, "logvar")]:
+        if t.grad is None or t.grad.abs().max() == 0:
+            raise CheckFailed(f"No gradient reaches {n}: is part of the loss detached?")
+    passed("negative_elbo", f"{got.item():.2f} nats on a test batch")
+
 # --- Notebook 04: generative adversarial networks -----------------------------------------------
 
 # --- Notebook 05: GAN variants (conditional GAN, WGAN-GP, CycleGAN) ----------------------------
 
+
+def check_critic_loss(fn: Callable) -> None:
+    """``critic_loss(real_scores: (B,), fake_scores: (M,)) -> scalar`` = E[critic(fake)] - E[critic(real)]."""
+    g = torch.Generator().manual_seed(5)
+    real = (torch.randn(6, generator=g) + 2.0).requires_grad_()
+    fake = (torch.randn(6, generator=g) - 1.0).requires_grad_()
+    out = expect_tensor(call(fn, real, fake), (), "critic_loss(real_scores, fake_scores)")
+    want = fake.mean() - real.mean()
+    if out.grad_fn is None:
+        raise CheckFailed("The loss has no gradient: keep it a torch expression of the scores (no .item(), .detach() or numpy).")
+    if close(out, -want):
+        raise CheckFailed("The sign is flipped: the critic *minimises* E[critic(fake)] - E[critic(real)], which pushes real scores up and fake scores down.")
+    if close(out, fake.sum() - real.sum()):
+        raise CheckFailed("You summed the scores: take the mean over each batch, so the loss does not grow with the batch size.")
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    vanilla = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+    if close(out, vanilla, rtol=1e-3) or close(out, -(torch.nn.functional.logsigmoid(real).mean() + torch.nn.functional.logsigmoid(-fake).mean()), rtol=1e-3):
+        raise CheckFailed("This is the vanilla GAN's cross-entropy loss. A critic's scores are not probabilities: no sigmoid, no log, just the two means.")
+    if not close(out, want):
+        raise CheckFailed(f"critic_loss gave {out.item():.4f}, expected E[fake] - E[real] = {want.item():.4f}.{ratio_hint(out, want)}")
+    grad_r, grad_f = torch.autograd.grad(out, (real, fake))
+    if not (close(grad_r, torch.full((6,), -1 / 6)) and close(grad_f, torch.full((6,), 1 / 6))):
+        raise CheckFailed("The value is right but the gradient is not: each real score should get gradient -1/B and each fake score +1/B.")
+    # A batch of fakes of another size: average each batch on its own (fake - real elementwise breaks here).
+    r2, f2 = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -0.5, 2.0, 4.0, 1.0])
+    try:
+        out2 = fn(r2, f2)
+    except Exception as err:
+        raise CheckFailed(f"With 3 real and 5 fake scores `critic_loss` crashed ({type(err).__name__}: {err}). "
+                          "Average each batch on its own: fake_scores.mean() - real_scores.mean().") from None
+    if not close(expect_tensor(out2, (), "critic_loss(3 real, 5 fake scores)"), f2.mean() - r2.mean()):
+        raise CheckFailed(f"With 3 real and 5 fake scores you gave {float(out2):.4f}, expected {float(f2.mean() - r2.mean()):.4f}: average each batch on its own.")
+    passed("critic_loss")
+
+
+class _RecordingCritic(torch.nn.Module):
+    """A critic that remembers what it was called on; ``linear=True`` makes grad_x critic = w exactly."""
+
+    def __init__(self, dim: int, linear: bool, out_2d: bool = False, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        if linear:
+            w = torch.randn(dim, generator=g)
+            self.w = torch.nn.Parameter(3.0 * w / w.norm())  # |grad| = 3 everywhere: the penalty is (3 - 1)^2 = 4
+            self.net = None
+        else:
+            self.net = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        self.out_2d, self.inputs = out_2d, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        flat = x.flatten(1)
+        s = flat @ self.w if self.net is None else self.net(flat).squeeze(1)
+        return s.unsqueeze(1) if self.out_2d else s
+
+
+def _interpolation_problems(critic: _RecordingCritic, real: torch.Tensor, fake: torch.Tensor) -> str:
+    """Why the points the critic saw are not x_hat = eps*real + (1-eps)*fake with one eps ~ U[0,1] per example ("" if fine)."""
+    seen = [x for x in critic.inputs if x.shape == real.shape]
+    if not seen:
+        shapes = ", ".join(str(tuple(x.shape)) for x in critic.inputs) or "nothing"
+        return f"The critic was never called on a batch shaped like the data {tuple(real.shape)} (it saw {shapes})."
+    x_hat = seen[-1]
+    if close(x_hat, real, atol=1e-6):
+        return ("The penalty was taken at the real data only. It must be taken at random points between real and fake "
+                "samples: x_hat = eps * real + (1 - eps) * fake.")
+    if close(x_hat, fake, atol=1e-6):
+        return "The penalty was taken at the fake samples only: interpolate, x_hat = eps * real + (1 - eps) * fake."
+    d, r = (x_hat - fake).flatten(1), (real - fake).flatten(1)
+    eps = (d * r).sum(1) / (r * r).sum(1)  # the eps that best explains each x_hat
+    if not close(d, eps[:, None] * r, atol=1e-4):
+        return ("The points x_hat are not on the line from fake to real for each example: eps must be one number per "
+                f"example, shape (B, 1, ..., 1) = {(len(real),) + (1,) * (real.dim() - 1)} here (e.g. torch.rand(B, *[1] * (x.dim() - 1))), "
+                "not one per coordinate or pixel.")
+    if (eps < -1e-4).any() or (eps > 1 + 1e-4).any():
+        return f"eps went outside [0, 1] (min {eps.min().item():.2f}, max {eps.max().item():.2f}): draw it uniformly, torch.rand, not torch.randn."
+    if eps.max() - eps.min() < 1e-6:
+        return ("Every example used the same eps: the whole batch got one random number. Draw one eps per example, "
+                "e.g. torch.rand(B, 1) for (B, D) data.")
+    return ""
+
+
+def check_gradient_penalty(fn: Callable) -> None:
+    """``gradient_penalty(critic, real, fake) -> scalar``: mean over the batch of (||grad critic(x_hat)||_2 - 1)^2."""
+    g = torch.Generator().manual_seed(7)
+    B = 8
+    # 1. A linear critic has the same gradient w everywhere (|w| = 3): the penalty is exactly (3 - 1)^2 = 4.
+    for shape, out_2d, what in [((B, 2), False, "2D points (B, 2)"), ((6, 1, 28, 28), True, "images (B, 1, 28, 28) and a critic returning (B, 1)")]:
+        critic = _RecordingCritic(math.prod(shape[1:]), linear=True, out_2d=out_2d)
+        real, fake = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+        try:
+            out = fn(critic, real, fake)
+        except NotImplementedError as err:
+            raise CheckFailed(f"`gradient_penalty` is not written yet ({err}). Replace the `raise NotImplementedError` line with your code.") from None
+        except Exception as err:
+            hint = ""
+            text = str(err)
+            if "does not require grad" in text or "One of the differentiated Tensors" in text:
+                hint = " Make x_hat require gradients before calling the critic: x_hat.requires_grad_(True)."
+            elif "must match the size" in text or "broadcast" in text or "size of tensor" in text:
+                hint = (f" For images eps must broadcast over every pixel: shape {(shape[0],) + (1,) * (len(shape) - 1)}, "
+                        "e.g. torch.rand(B, *[1] * (real.dim() - 1)).")
+            elif "grad can be implicitly created only for scalar" in text:
+                hint = " The critic returns one score per example: pass grad_outputs=torch.ones_like(scores) to torch.autograd.grad."
+            raise CheckFailed(f"On {what}, `gradient_penalty` crashed with {type(err).__name__}: {err}.{hint}") from None
+        out = expect_tensor(out, (), f"gradient_penalty on {what}")
+        if out.grad_fn is None or not out.requires_grad:
+            raise CheckFailed("The penalty is not differentiable with respect to the critic's parameters, so adding it to the critic's loss "
+                              "changes nothing. Pass create_graph=True to torch.autograd.grad (and do not .detach() the gradient).")
+        n = shape[0]
+        wrong = {
+            "You took the norm of the whole batch's gradient at once. Take one norm per example: grad.flatten(1).norm(dim=1).": (math.sqrt(n) * 3 - 1) ** 2,
+            "You penalised the squared norm (||g||^2 - 1)^2. Take the norm itself, ||g||_2 = sqrt(sum of squares), then (||g|| - 1)^2.": (9 - 1) ** 2,
+            "You took the absolute value |‖g‖ - 1|: the penalty squares it, (‖g‖ - 1)^2.": 2.0,
+            "You summed over the batch: take the mean over examples, so the penalty does not grow with the batch size.": 4.0 * n,
+            "You penalised ||g||^2 without subtracting 1: the target norm is 1, (||g|| - 1)^2.": 9.0,
+        }
+        if not close(out, 4.0, rtol=1e-4):
+            for message, value in wrong.items():
+                if close(out, value, rtol=1e-4):
+                    raise CheckFailed(f"On {what}: {message}")
+            if len(shape) > 2:
+                raise CheckFailed(f"On {what} the penalty is {out.item():.4f}, expected exactly 4 (a critic whose gradient has norm 3 everywhere). "
+                                  "Take each example's norm over all its pixels: grad.flatten(1).norm(dim=1), not grad.norm(dim=1).")
+            raise CheckFailed(f"On {what} the penalty is {out.item():.4f}, expected exactly 4: this critic's gradient has norm 3 everywhere, "
+                              f"so (3 - 1)^2 = 4.{ratio_hint(out, 4.0)}")
+        (grad_w,) = torch.autograd.grad(out, critic.w)
+        want = 2 * (3 - 1) * critic.w.detach() / 3  # d/dw (|w| - 1)^2
+        if not close(grad_w, want, rtol=1e-3, atol=1e-4):
+            raise CheckFailed("The value is right but its gradient with respect to the critic's weights is not: "
+                              "use create_graph=True and keep the penalty a torch expression of that gradient.")
+        # 2. Where was the penalty taken? A non-linear critic records its inputs.
+        critic = _RecordingCritic(math.prod(shape[1:]), linear=False, out_2d=out_2d)
+        torch.manual_seed(0)
+        out = expect_tensor(call(fn, critic, real, fake), (), f"gradient_penalty on {what}")
+        problem = _interpolation_problems(critic, real, fake)
+        if problem:
+            raise CheckFailed(f"On {what}: {problem}")
+    passed("gradient_penalty", "value, gradient, and eps drawn once per example, on points and on images")
+
+
+def check_cycle_consistency_loss(fn: Callable) -> None:
+    """``cycle_consistency_loss(G_AB, G_BA, a: (B, cA, H, W), b: (B, cB, H, W)) -> scalar``:
+    mean |G_BA(G_AB(a)) - a| + mean |G_AB(G_BA(b)) - b|."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    G_AB, G_BA = torch.nn.Conv2d(1, 3, 1), torch.nn.Conv2d(3, 1, 1)  # A has 1 channel, B has 3: a swap cannot pass silently
+    a, b = torch.rand(4, 1, 6, 6, generator=g), torch.rand(4, 3, 6, 6, generator=g)
+    try:
+        out = fn(G_AB, G_BA, a, b)
+    except NotImplementedError as err:
+        raise CheckFailed(f"`cycle_consistency_loss` is not written yet ({err}). Replace the `raise NotImplementedError` line with your code.") from None
+    except Exception as err:
+        raise CheckFailed(f"`cycle_consistency_loss` crashed with {type(err).__name__}: {err}.\n  Here A images have 1 channel and B images 3: "
+                          "G_AB takes A images (and makes B images), G_BA takes B images. Did you swap them?") from None
+    out = expect_tensor(out, (), "cycle_consistency_loss(G_AB, G_BA, a, b)")
+    l1 = lambda u, v: (u - v).abs().mean()
+    l2 = lambda u, v: (u - v).pow(2).mean()
+    with torch.no_grad():
+        fwd, bwd = l1(G_BA(G_AB(a)), a), l1(G_AB(G_BA(b)), b)
+        wrong = {
+            "Only the A -> B -> A cycle is there: add the B -> A -> B cycle, mean |G_AB(G_BA(b)) - b|.": fwd,
+            "Only the B -> A -> B cycle is there: add the A -> B -> A cycle, mean |G_BA(G_AB(a)) - a|.": bwd,
+            "You used the squared error: CycleGAN's cycle loss is the L1 error, mean |reconstruction - original|.": l2(G_BA(G_AB(a)), a) + l2(G_AB(G_BA(b)), b),
+            "You summed the absolute errors: take the mean over pixels and examples.": (G_BA(G_AB(a)) - a).abs().sum() + (G_AB(G_BA(b)) - b).abs().sum(),
+            "You averaged the two cycles: the loss is their sum (the weight lambda is applied outside).": (fwd + bwd) / 2,
+        }
+        want = fwd + bwd
+    if not close(out, want, rtol=1e-4):
+        for message, value in wrong.items():
+            if close(out, value, rtol=1e-4):
+                raise CheckFailed(message)
+        raise CheckFailed(f"The loss is {out.item():.4f}, expected {want.item():.4f} = mean|G_BA(G_AB(a)) - a| + mean|G_AB(G_BA(b)) - b|.{ratio_hint(out, want)}")
+    if out.grad_fn is None:
+        raise CheckFailed("The loss carries no gradient: do not wrap it in torch.no_grad() or .detach() the translations.")
+    params = [G_AB.weight, G_BA.weight]
+    grads = torch.autograd.grad(out, params, allow_unused=True)
+    wanted = torch.autograd.grad(l1(G_BA(G_AB(a)), a) + l1(G_AB(G_BA(b)), b), params)
+    for grad, want_grad, name in zip(grads, wanted, ["G_AB", "G_BA"]):
+        if grad is None or not close(grad, want_grad, rtol=1e-3, atol=1e-6):
+            raise CheckFailed(f"No gradient (or only part of it) reaches {name}'s weights: each cycle must train both generators, "
+                              "so do not .detach() the translation in the middle of a cycle.")
+    passed("cycle_consistency_loss")
+
+
 # --- Notebook 06: VAEs vs GANs and uses of generative models -----------------------------------
+
+
+# --- Notebook 07: latent space explorer ---------------------------------------------------------
+
+
+def check_interpolate_codes(fn: Callable) -> None:
+    """``interpolate_codes(z_a: (D,), z_b: (D,), steps) -> (steps, D)``: evenly spaced, from z_a to z_b."""
+    g = torch.Generator().manual_seed(7)
+    z_a, z_b = torch.randn(3, generator=g), torch.randn(3, generator=g)
+    a0, b0 = z_a.clone(), z_b.clone()
+    out = call(fn, z_a, z_b, 5)
+    if not (torch.equal(z_a, a0) and torch.equal(z_b, b0)):
+        raise CheckFailed("interpolate_codes changed z_a or z_b in place. Build new tensors instead.")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 5):
+        raise CheckFailed("Got shape (D, steps) = (3, 5): one row per step is wanted, (steps, D). Put the step axis first (t[:, None]).")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (6, 3):
+        raise CheckFailed("Got 6 rows for steps=5: `steps` is the number of points (both ends included), not the number of gaps.")
+    out = expect_tensor(out, (5, 3), "interpolate_codes(z_a, z_b, steps=5)")
+    t = torch.linspace(0, 1, 5)[:, None]
+    want = (1 - t) * z_a + t * z_b
+    if close(out, want.flip(0), atol=1e-5):
+        raise CheckFailed("Your rows run from z_b to z_a: row 0 should be z_a (t = 0) and the last row z_b (t = 1).")
+    if not close(out[0], z_a, atol=1e-5):
+        raise CheckFailed("The first row should be exactly z_a (t = 0).")
+    if not close(out[-1], z_b, atol=1e-5):
+        raise CheckFailed("The last row should be exactly z_b (t = 1). torch.linspace(0, 1, steps) includes both ends; torch.arange does not.")
+    if not close(out, want, atol=1e-5):
+        raise CheckFailed("The ends are right but the points in between are not evenly spaced on the straight line "
+                          "z = (1 - t) z_a + t z_b with t = 0, 1/(steps-1), ..., 1.")
+    two = expect_tensor(call(fn, z_a[:2], z_b[:2], 2), (2, 2), "interpolate_codes(z_a, z_b, steps=2) with D = 2")
+    if not close(two, torch.stack([z_a[:2], z_b[:2]]), atol=1e-5):
+        raise CheckFailed("With steps=2 the result should be just [z_a, z_b]. Do not hard-code D = 3 or steps = 5.")
+    passed("interpolate_codes")

@@ -99,3 +99,76 @@ class DCGANDiscriminator(nn.Module):
 
 
 # --- Notebook 05: conditional GAN, WGAN-GP, CycleGAN --------------------------------------------
+
+
+class ConditionalGenerator(nn.Module):
+    """Conditional MLP generator: ``[z, one-hot(y)] -> hidden -> 2*hidden -> 784``, sigmoid.
+
+    ``G(z: (B, latent_dim), y: (B,) int64) -> (B, 1, 28, 28) in [0, 1]``.
+    """
+
+    def __init__(self, latent_dim: int = 64, num_classes: int = 10, hidden: int = 256):
+        super().__init__()
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim + num_classes, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.LeakyReLU(0.2),
+            nn.Linear(2 * hidden, 784),
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        onehot = nn.functional.one_hot(y, self.num_classes).to(z.dtype)
+        return torch.sigmoid(self.net(torch.cat([z, onehot], 1))).view(-1, 1, 28, 28)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """Projection discriminator (Miyato & Koyama, 2018): ``D(x, y) = w . h(x) + embed(y) . h(x)``.
+
+    The label enters as an inner product with the image features, so D must check that the image
+    fits the label, not only that it looks real; this learns the conditioning faster than
+    concatenating a one-hot vector. ``x: (B, 1, 28, 28) in [0, 1]``, ``y: (B,)`` -> logits ``(B,)``.
+    """
+
+    def __init__(self, num_classes: int = 10, hidden: int = 256):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 2 * hidden), nn.LeakyReLU(0.2), nn.Linear(2 * hidden, hidden), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(hidden, 1)
+        self.embed = nn.Embedding(num_classes, hidden)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.body(2 * x - 1)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+class CycleGenerator(nn.Module):
+    """Small all-convolutional translator ``(B, c_in, H, W) -> (B, c_out, H, W) in [0, 1]``.
+
+    Four 3x3 convolutions see a 9x9 neighbourhood: enough to recolour and thicken or thin strokes.
+    """
+
+    def __init__(self, c_in: int, c_out: int, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, c_out, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(2 * x - 1))
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN-style critic: scores overlapping patches of a ``(B, c, 28, 28)`` image, returns their mean ``(B,)``."""
+
+    def __init__(self, c_in: int, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, width, 4, 2, 1), nn.LeakyReLU(0.2),       # 14x14
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 7x7
+            nn.Conv2d(2 * width, 1, 3, padding=1),                    # one score per 7x7 patch position
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2 * x - 1).flatten(1).mean(1)
