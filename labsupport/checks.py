@@ -178,7 +178,7 @@ def check_reparameterize(fn: Callable) -> None:
     if (noise.std(0) < 1e-6).any():
         raise CheckFailed("Every row got the same noise: the noise is shared across the batch (e.g. torch.randn(D)). "
                           "Draw eps with the full shape (B, D): torch.randn_like(mu).")
-    if (noise / noise[:, :1]).std(1).max() < 1e-6:
+    if (noise / noise[:, :1]).std(0)[1:].max() < 1e-6:  # each row's noise is one number times a per-dimension scale
         raise CheckFailed("All latent dimensions of an example got the same noise: the noise is shared across dimensions "
                           "(e.g. torch.randn(B, 1)). Draw eps with the full shape (B, D): torch.randn_like(mu).")
     if torch.equal(z1, z2):

@@ -1,0 +1,205 @@
+"""The explorers build, redraw when a slider moves, and redraw fast enough (< 100 ms on a CPU).
+
+Untrained models of the shapes the course ships are enough here: the tests check the wiring
+(slider -> model -> PNG), not what the digits look like (the browser test and notebook 07 do that).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from labsupport import widgets
+
+
+class TinyVAE(nn.Module):
+    """The VAE contract (latent_dim, encode -> (mu, logvar), decode -> logits) at its smallest."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.enc = nn.Linear(784, 2 * latent_dim)
+        self.dec = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, 784))
+
+    def encode(self, x):
+        return self.enc(x.flatten(1)).chunk(2, dim=1)
+
+    def decode(self, z):
+        return 3 * self.dec(z).view(-1, 1, 28, 28)
+
+
+class TinyCGAN(nn.Module):
+    """The conditional generator contract: G(z, y) -> images in [0, 1], latent_dim, num_classes."""
+
+    def __init__(self, latent_dim: int = 16, num_classes: int = 10):
+        super().__init__()
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.net = nn.Sequential(nn.Linear(latent_dim + num_classes, 256), nn.ReLU(), nn.Linear(256, 784))
+
+    def forward(self, z, y):
+        h = torch.cat([z, nn.functional.one_hot(y, self.num_classes).float()], 1)
+        return torch.sigmoid(3 * self.net(h)).view(-1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def _pixels(png: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32))
+
+
+def test_to_png_is_a_nearest_neighbour_enlargement():
+    img = torch.zeros(1, 28, 28)
+    img[0, 3, 5] = 1.0
+    px = _pixels(widgets.to_png(img, scale=4))
+    assert px.shape == (112, 112)
+    assert px[12:16, 20:24].eq(255).all() and px.sum() == 255 * 16
+
+
+@pytest.fixture(scope="module", params=["vae", "interpolation", "latent_map", "latent_map_no_images", "cgan"])
+def explorer(request, images):
+    torch.manual_seed(0)
+    labels = torch.arange(50) % 10
+    if request.param == "vae":
+        return widgets.vae_explorer(TinyVAE(20), images, n_sliders=6)
+    if request.param == "interpolation":
+        return widgets.interpolation_explorer(TinyVAE(20), images, a=3, b=7)
+    if request.param == "latent_map":
+        return widgets.latent_map_explorer(TinyVAE(2), images, labels)
+    if request.param == "latent_map_no_images":
+        return widgets.latent_map_explorer(TinyVAE(2))
+    return widgets.cgan_explorer(TinyCGAN())
+
+
+def test_slider_change_changes_the_image(explorer):
+    before = explorer.view.value
+    assert before[:8] == b"\x89PNG\r\n\x1a\n" and _pixels(before).shape == (168, 168)
+    s = explorer.sliders[0]
+    s.value = s.max if s.value < s.max - 1e-6 else s.min
+    assert explorer.view.value != before
+    assert (_pixels(explorer.view.value) - _pixels(before)).abs().max() > 0
+
+
+def test_redraw_latency_is_under_100_ms(explorer):
+    res = widgets.redraw_latency(explorer, repeats=20)
+    print(f"\n{type(explorer).__name__} with {len(explorer.sliders)} slider(s): redraw median {res['median_ms']:.1f} ms, max {res['max_ms']:.1f} ms")
+    assert 0 < res["median_ms"] < 100, res
+
+
+def test_vae_explorer_keeps_the_old_call_working():
+    w = widgets.vae_explorer(TinyVAE(4))  # no images: sliders on the first dimensions, start at z = 0
+    assert [s.description for s in w.sliders] == ["z[0]", "z[1]", "z[2]", "z[3]"]
+    assert all(s.value == 0 for s in w.sliders)
+
+
+def test_start_from_test_digit_sets_the_code(images):
+    vae = TinyVAE(20)
+    w = widgets.vae_explorer(vae, images, n_sliders=5)
+    pick = _find(w, "BoundedIntText")[0]
+    start = next(b for b in _find(w, "Button") if "test digit" in b.description)
+    pick.value = 7
+    before = w.view.value
+    start.click()
+    with torch.no_grad():
+        mu = vae.encode(images[7:8])[0][0]
+        want = torch.sigmoid(vae.decode(mu[None]))[0]
+    dims = [int(s.description[2:-1]) for s in w.sliders]
+    assert [round(s.value, 4) for s in w.sliders] == [round(max(-3.0, min(3.0, mu[i].item())), 4) for i in dims]
+    assert w.view.value != before and w.view.value == widgets.to_png(want, 6)  # only slider rounding could differ; no rounding here
+    with torch.no_grad():
+        assert dims == vae.encode(images)[0].var(0).argsort(descending=True)[:5].tolist()  # the busiest dimensions
+
+
+def test_interpolation_ends_are_the_two_digits_codes(images):
+    vae = TinyVAE(8)
+    w = widgets.interpolation_explorer(vae, images, a=2, b=5)
+    with torch.no_grad():
+        for t, i in [(0.0, 2), (1.0, 5)]:
+            w.sliders[0].value = t
+            assert w.view.value == widgets.to_png(torch.sigmoid(vae.decode(vae.encode(images[i : i + 1])[0]))[0], 6)
+
+
+def test_latent_map_rejects_a_vae_that_is_not_2d():
+    with pytest.raises(ValueError, match="latent_dim == 2"):
+        widgets.latent_map_explorer(TinyVAE(3))
+
+
+def test_latent_map_pixel_mapping_round_trips():
+    m = widgets._PlaneToPixels(10, 20, 310, 320, extent=3.0)
+    assert m(-3, 3) == (10, 20) and m(3, -3) == (310, 320)
+    z = m.inverse(*m(1.25, -0.5))
+    assert abs(z[0] - 1.25) < 1e-9 and abs(z[1] + 0.5) < 1e-9
+
+
+def test_cgan_digit_picker_changes_the_digit():
+    w = widgets.cgan_explorer(TinyCGAN())
+    digit = _find(w, "ToggleButtons")[0]
+    before = w.view.value
+    digit.value = 3
+    assert w.view.value != before
+
+
+def test_redraw_latency_notices_a_dead_explorer(images):
+    w = widgets.vae_explorer(TinyVAE(4))
+    for s in w.sliders:  # cut the wiring: the image no longer follows the sliders
+        s._trait_notifiers["value"]["change"].clear()
+    with pytest.raises(RuntimeError, match="never changed"):
+        widgets.redraw_latency(w, repeats=3)
+
+
+def _find(widget, kind: str) -> list:
+    found = [widget] if type(widget).__name__ == kind else []
+    for child in getattr(widget, "children", ()):
+        found += _find(child, kind)
+    return found
+
+
+# --- the notebook-07 exercise check ------------------------------------------------------------
+
+from labsupport.checks import CheckFailed, check_interpolate_codes  # noqa: E402
+
+
+def _lerp(z_a, z_b, steps):
+    t = torch.linspace(0, 1, steps)[:, None]
+    return (1 - t) * z_a + t * z_b
+
+
+@pytest.mark.parametrize("fn", [
+    _lerp,
+    lambda z_a, z_b, steps: torch.lerp(z_a.expand(steps, -1), z_b.expand(steps, -1), torch.linspace(0, 1, steps)[:, None]),
+    lambda z_a, z_b, steps: torch.stack([z_a + (z_b - z_a) * i / (steps - 1) for i in range(steps)]),
+], ids=["formula", "torch.lerp", "loop"])
+def test_interpolate_codes_check_accepts_correct_versions(fn, capsys):
+    check_interpolate_codes(fn)
+    assert "✓ interpolate_codes" in capsys.readouterr().out
+
+
+def _stub(z_a, z_b, steps):
+    raise NotImplementedError("Exercise 1")
+
+
+def _in_place(z_a, z_b, steps):
+    z_a += 0
+    z_a.mul_(1.0001)
+    return _lerp(z_a, z_b, steps)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (_stub, "not written yet"),
+    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps).T, "(steps, D)"),
+    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps + 1), "number of points"),
+    (lambda z_a, z_b, steps: _lerp(z_b, z_a, steps), "from z_b to z_a"),
+    (lambda z_a, z_b, steps: z_a + (z_b - z_a) * torch.arange(steps)[:, None] / steps, "torch.arange does not"),
+    (lambda z_a, z_b, steps: z_a + (z_b - z_a) * torch.linspace(0, 1, steps)[:, None] ** 2, "evenly spaced"),
+    (lambda z_a, z_b, steps: _lerp(z_a, z_b, 5)[:steps, :3], "hard-code"),
+    (_in_place, "in place"),
+    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps).tolist(), "torch.Tensor"),
+], ids=["stub", "transposed", "steps+1", "reversed", "arange", "uneven", "hard-coded", "in-place", "list"])
+def test_interpolate_codes_check_names_each_mistake(fn, message):
+    with pytest.raises(CheckFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_interpolate_codes(fn)
