@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -188,6 +189,7 @@ def train_vae(
     desc: str = "VAE",
     loss: Callable | None = None,
     seed: int | None = None,
+    lr_decay: bool = False,
 ) -> dict[str, list[float]]:
     """Train ``vae`` on dynamically binarized ``x_train: (N, 1, 28, 28) in [0, 1]`` by minimising the negative ELBO.
 
@@ -195,6 +197,8 @@ def train_vae(
     draw twice. Stops after ``epochs`` (default 10 when ``max_seconds`` is not given either) or after
     ``max_seconds`` of wall time, whichever comes first. ``loss`` optionally replaces the built-in
     objective with your own ``negative_elbo(x, x_logits, mu, logvar) -> scalar`` (then ``beta`` must be 1).
+    ``lr_decay`` lowers the learning rate along a cosine to 0 by the end of the run (by steps, or by
+    wall time under ``max_seconds``): the last epochs then fine-tune instead of bouncing around.
 
     Returns the :func:`fit` history, with ``rec`` and ``kl`` per step when the built-in loss is used.
     """
@@ -217,7 +221,17 @@ def train_vae(
         x_logits, mu, logvar, _ = vae_terms(model, xb)
         return loss(xb, x_logits, mu, logvar)
 
-    return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, lr=lr, device=device, desc=desc)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    scheduler = None
+    if lr_decay:
+        total, start = (epochs * len(loader) if epochs < 10**6 else None), time.perf_counter()
+
+        def cosine(step: int) -> float:  # progress through the run: the larger of the step and time fractions
+            done = max(step / total if total else 0.0, (time.perf_counter() - start) / max_seconds if max_seconds else 0.0)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler, device=device, desc=desc)
 
 
 # --- Notebook 04: GANs ---
@@ -340,5 +354,104 @@ def train_gan(
     return dict(history)
 
 # --- Notebook 05: GAN variants ---
+
+
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss E[f(G(z))] - E[f(x)] from scores ``(B,)`` (the critic minimises it)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty: mean of (||grad critic(x_hat)||_2 - 1)^2 at x_hat = eps*real + (1-eps)*fake, one eps ~ U[0,1] per example."""
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores, x_hat, grad_outputs=torch.ones_like(scores), create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def toy_gan(
+    method: str, real: torch.Tensor, *, steps: int, seed: int = 0, lam: float = 0.1, batch_size: int = 128, lr: float = 1e-3,
+    critic_loss: Callable = critic_loss, gradient_penalty: Callable = gradient_penalty, log_every: int = 50, desc: str | None = None,
+) -> tuple[torch.nn.Module, dict[str, list[float]]]:
+    """One GAN on 2D points ``real: (N, 2)``, with the MLP2D nets of notebook 04 and :func:`train_gan`.
+
+    ``method="gan"``: the non-saturating GAN, one D step per G step. ``method="wgan-gp"``: a critic,
+    5 critic steps per G step, ``lam`` * gradient penalty, Adam betas (0.5, 0.9) (Gulrajani et al., 2017).
+    Same G, same D/critic architecture, same batch size and number of G steps for both.
+    Every ``log_every`` steps the history gets ``w_step`` and ``w_estimate`` = E[f(x)] - E[f(G(z))]
+    on a fresh batch of 1000 (for the vanilla D, on its logits: not an estimate of anything).
+    """
+    from .models import MLP2D
+
+    if method not in ("gan", "wgan-gp"):
+        raise ValueError(f"method must be 'gan' or 'wgan-gp', got {method!r}")
+    seed_everything(seed)
+    G, D = MLP2D(2, 2), MLP2D(2, 1)
+    g = torch.Generator().manual_seed(seed + 1000)
+    log: dict[str, list[float]] = defaultdict(list)
+
+    def watch(step: int, G: torch.nn.Module, D: torch.nn.Module) -> None:
+        if step % log_every == 0:
+            with torch.no_grad():
+                x = real[torch.randint(len(real), (1000,), generator=g)]
+                log["w_step"].append(step)
+                log["w_estimate"].append((D(x).mean() - D(G(torch.randn(1000, 2, generator=g))).mean()).item())
+
+    common = dict(steps=steps, batch_size=batch_size, lr_g=lr, lr_d=lr, callback=watch, device="cpu", desc=desc or method)
+    if method == "gan":
+        hist = train_gan(G, D, batch_sampler(real, seed=seed), **common)
+    else:
+        hist = train_gan(G, D, batch_sampler(real, seed=seed), d_steps=5, betas=(0.5, 0.9), d_loss=critic_loss,
+                         g_loss=lambda fake_scores: -fake_scores.mean(), d_penalty=lambda D, x, fake, y: lam * gradient_penalty(D, x, fake), **common)
+    return G, {**hist, **log}
+
+
+def train_cyclegan(
+    G_AB: torch.nn.Module, G_BA: torch.nn.Module, D_A: torch.nn.Module, D_B: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, *,
+    steps: int, cycle_loss: Callable, lam_cycle: float = 10.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+    max_seconds: float | None = None, desc: str = "CycleGAN",
+) -> dict[str, list[float]]:
+    """CycleGAN (Zhu et al., 2017) on two unpaired image sets ``a: (N, cA, H, W)``, ``b: (M, cB, H, W)`` in [0, 1].
+
+    Least-squares GAN losses as in the paper. Per step the generators minimise
+    ``(D_B(G_AB(a)) - 1)^2 + (D_A(G_BA(b)) - 1)^2 + lam_cycle * cycle_loss(G_AB, G_BA, a, b)``, then each
+    discriminator minimises ``((D(real) - 1)^2 + D(fake)^2) / 2`` on the detached translations.
+    Batches of a and b are drawn independently: the model never sees which b belongs to which a.
+    Returns ``{"step", "g_adv", "cycle", "d_loss", "seconds"}`` lists, one entry per step.
+    """
+    mse = lambda scores, target: (scores - target).pow(2).mean()
+    gens, discs = [G_AB, G_BA], [D_A, D_B]
+    opt_g = torch.optim.Adam([p for m in gens for p in m.parameters()], lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([p for m in discs for p in m.parameters()], lr=lr, betas=(0.5, 0.999))
+    sample_a, sample_b = batch_sampler(a, seed=seed), batch_sampler(b, seed=seed + 1)
+    for m in gens + discs:
+        m.train()
+    history: dict[str, list[float]] = defaultdict(list)
+    start = time.perf_counter()
+    bar = progress(total=steps, desc=desc)
+    try:
+        for step in range(1, steps + 1):
+            real_a, real_b = sample_a(batch_size), sample_b(batch_size)
+            fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+            adv = mse(D_B(fake_b), 1.0) + mse(D_A(fake_a), 1.0)
+            cyc = cycle_loss(G_AB, G_BA, real_a, real_b)
+            opt_g.zero_grad(set_to_none=True)
+            (adv + lam_cycle * cyc).backward()
+            opt_g.step()
+            loss_d = 0.5 * (mse(D_A(real_a), 1.0) + mse(D_A(fake_a.detach()), 0.0) + mse(D_B(real_b), 1.0) + mse(D_B(fake_b.detach()), 0.0))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            for k, v in (("step", step), ("g_adv", adv.item()), ("cycle", cyc.item()), ("d_loss", loss_d.item()), ("seconds", time.perf_counter() - start)):
+                history[k].append(v)
+            bar.update(1)
+            if max_seconds is not None and history["seconds"][-1] >= max_seconds:
+                break
+    finally:
+        bar.close()
+        for m in gens + discs:
+            m.eval()
+    return dict(history)
 
 # --- Notebook 06: VAEs vs GANs and uses ---
