@@ -7,8 +7,8 @@ one small image, no matplotlib figure, so it stays well under 100 ms on a CPU
 * :func:`vae_explorer`: sliders for latent dimensions, "start from this test digit", random draw.
 * :func:`interpolation_explorer`: a slider that walks the straight line between two test digits' codes.
 * :func:`latent_map_explorer`: for a 2D-latent VAE, a map of the latent plane (test codes or the
-  decoded grid) with a cross you move with x/y sliders, or by clicking/dragging on the map when the
-  optional ``ipyevents`` package is installed.
+  decoded grid) with a cross you move by clicking or dragging on the map (mouse events come from
+  the small ``ipyevents`` widget; without it, only the x/y sliders move the cross).
 * :func:`cgan_explorer`: a conditional generator's digit picker and noise sliders.
 
 Every explorer returns a widget box with two extra attributes: ``.view`` (the ``Image`` that shows
@@ -40,13 +40,14 @@ def _png(pil: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _strip_png(imgs: torch.Tensor, scale: int = 2, pad: int = 2) -> bytes:
-    """``imgs: (N, 1, H, W) in [0, 1]`` -> one PNG of the images side by side on a white strip."""
+def _show_strip(view: W.Image, imgs: torch.Tensor, scale: int = 2, pad: int = 2) -> None:
+    """Show ``imgs: (N, 1, H, W) in [0, 1]`` side by side on a white strip in ``view``, at its pixel size."""
     n, _, h, w = imgs.shape
     strip = torch.ones(h + 2 * pad, n * (w + pad) + pad)
     for i, im in enumerate(imgs.detach().float().cpu().clamp(0, 1)):
         strip[pad : pad + h, pad + i * (w + pad) : pad + i * (w + pad) + w] = im[0]
-    return to_png(strip, scale)
+    view.value = to_png(strip, scale)
+    view.width, view.height = str(strip.shape[1] * scale), str(strip.shape[0] * scale)  # else browsers stretch it to the cell's width
 
 
 def _explorer(box: W.Box, view: W.Image, sliders: list[W.Widget]) -> W.Box:
@@ -168,7 +169,7 @@ def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 
             codes["a"] = vae.encode(images[pick_a.value : pick_a.value + 1].to(dev))[0]
             codes["b"] = vae.encode(images[pick_b.value : pick_b.value + 1].to(dev))[0]
             ts = torch.linspace(0, 1, steps, device=dev)[:, None]
-            strip.value = _strip_png(torch.sigmoid(vae.decode(torch.lerp(codes["a"], codes["b"], ts))), scale=2)
+            _show_strip(strip, torch.sigmoid(vae.decode(torch.lerp(codes["a"], codes["b"], ts))))
         view_a.value, view_b.value = to_png(images[pick_a.value], scale // 2), to_png(images[pick_b.value], scale // 2)
         redraw()
 
@@ -193,8 +194,8 @@ def latent_map_explorer(
 
     The map shows the test codes ``mu(x)`` (``images: (N, 1, 28, 28)``, ``labels: (N,)``, one marker
     and colour per digit) or, with the toggle, the decoded grid of the square ``[-extent, extent]^2``.
-    A red cross marks the point ``(z1, z2)``; move it with the two sliders, or click / drag on the map
-    when ``ipyevents`` is installed (``pip install ipyevents``).
+    A red cross marks the point ``(z1, z2)``; click or drag on the map to move it (through
+    ``ipyevents``, a course dependency; if it is missing, only the two sliders move it).
     """
     if vae.latent_dim != 2:
         raise ValueError(f"latent_map_explorer needs a VAE with latent_dim == 2, got latent_dim = {vae.latent_dim}. Use vae_explorer instead.")
@@ -214,12 +215,14 @@ def latent_map_explorer(
     y = W.FloatSlider(value=0.0, min=-extent, max=extent, step=0.05, description="z2", continuous_update=True)
     view = _image(scale)
     map_view = W.Image(format="png", layout=W.Layout(border="1px solid #999"))
+    map_view.add_class("labsupport-map")
 
     def redraw(_=None):
         with torch.no_grad():
             view.value = to_png(torch.sigmoid(vae.decode(torch.tensor([[x.value, y.value]], device=dev)))[0], scale)
         pil, to_px = backgrounds[choice.value]
         pil = pil.copy()
+        map_view.width, map_view.height = str(pil.width), str(pil.height)
         px, py = to_px(x.value, y.value)
         draw = ImageDraw.Draw(pil)
         draw.line([(px - 9, py), (px + 9, py)], fill=(220, 0, 0), width=3)
@@ -233,21 +236,23 @@ def latent_map_explorer(
     try:  # optional: click or drag on the map itself
         from ipyevents import Event
 
-        def on_mouse(event):
-            if event["type"] == "mousemove" and not event.get("buttons"):
-                return
+        def on_mouse(event: dict) -> None:
+            if event.get("type") == "mousemove" and not event.get("buttons"):
+                return  # only a drag (button held) moves the cross, not hovering
             _, to_px = backgrounds[choice.value]
             z1, z2 = to_px.inverse(event["dataX"], event["dataY"])
             _quiet_set([x, y], [z1, z2], redraw)
             redraw()
 
-        map_view._events = Event(source=map_view, watched_events=["click", "mousedown", "mousemove"], prevent_default_action=True)
+        map_view._events = Event(source=map_view, watched_events=["mousedown", "mousemove"], prevent_default_action=True,
+                                 wait=40, throttle_or_debounce="throttle")  # at most 25 drag updates a second
         map_view._events.on_dom_event(on_mouse)
         hint = "click or drag on the map, or use the z1 / z2 sliders"
     except ImportError:
         pass
     redraw()
-    box = W.VBox([choice, W.HBox([W.VBox([_label("latent plane: " + hint), map_view]), W.VBox([_label("decoded at (z1, z2)"), view, x, y])])])
+    left = W.VBox([_label("latent plane"), map_view, W.HTML(f"<i>{hint}</i>")])
+    box = W.VBox([choice, W.HBox([left, W.VBox([_label("decoded at (z1, z2)"), view, x, y])])])
     return _explorer(box, view, [x, y])
 
 
@@ -325,7 +330,7 @@ def cgan_explorer(generator: torch.nn.Module, n_sliders: int = 8, scale: int = 6
 
     def redraw_row(_=None):
         with torch.no_grad():
-            row.value = _strip_png(generator(noise().expand(k, d), torch.arange(k, device=dev)), scale=2)
+            _show_strip(row, generator(noise().expand(k, d), torch.arange(k, device=dev)))
 
     def both(_=None):
         redraw()

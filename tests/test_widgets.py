@@ -203,3 +203,24 @@ def _in_place(z_a, z_b, steps):
 def test_interpolate_codes_check_names_each_mistake(fn, message):
     with pytest.raises(CheckFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_interpolate_codes(fn)
+
+
+def test_clicking_and_dragging_on_the_latent_map_moves_the_point(images):
+    pytest.importorskip("ipyevents", reason="ipyevents is a course dependency (pyproject.toml)")
+    vae = TinyVAE(2)
+    w = widgets.latent_map_explorer(vae, images, torch.arange(50) % 10)
+    map_view = _find(w, "Image")[0]
+    assert "labsupport-map" in map_view._dom_classes
+    _, to_px = widgets._scatter_map(torch.zeros(1, 2), None, 3.0, 380)  # the same layout as the explorer's map
+    px, py = to_px(1.5, -2.0)
+    before = w.view.value
+    map_view._events._dom_handlers({"type": "mousedown", "dataX": px, "dataY": py, "buttons": 1})
+    assert abs(w.sliders[0].value - 1.5) < 0.02 and abs(w.sliders[1].value + 2.0) < 0.02
+    with torch.no_grad():
+        assert w.view.value == widgets.to_png(torch.sigmoid(vae.decode(torch.tensor([[w.sliders[0].value, w.sliders[1].value]])))[0], 6)
+    assert w.view.value != before
+    px, py = to_px(-1.0, 0.5)
+    map_view._events._dom_handlers({"type": "mousemove", "dataX": px, "dataY": py, "buttons": 0})  # hovering: nothing moves
+    assert abs(w.sliders[0].value - 1.5) < 0.02
+    map_view._events._dom_handlers({"type": "mousemove", "dataX": px, "dataY": py, "buttons": 1})  # dragging
+    assert abs(w.sliders[0].value + 1.0) < 0.02 and abs(w.sliders[1].value - 0.5) < 0.02
