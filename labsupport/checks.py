@@ -122,7 +122,172 @@ def check_normalize_images(fn: Callable) -> None:
 
 # --- Notebook 01: supervised vs unsupervised ----------------------------------------------------
 
+
+def _pca_case(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``X: (n, d)`` float32 whose sample covariance has known eigenvectors and well-separated eigenvalues.
+
+    Returns ``(X, mean: (d,), directions: (d, d) rows sorted by variance, variances: (d,))``, all float64 but X.
+    The mean is large on purpose: forgetting to centre then gives visibly wrong directions.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    stds = 6.0 * 0.45 ** torch.arange(d, dtype=torch.float64)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    z, _ = torch.linalg.qr(z - z.mean(0))  # exactly uncorrelated, zero-mean columns ...
+    z = z * math.sqrt(n)  # ... with unit variance (1/n convention)
+    mean = 8.0 + torch.randn(d, generator=g, dtype=torch.float64)
+    X = (z * stds) @ q.T + mean
+    X = X.float()
+    return X, X.double().mean(0), q.T.contiguous(), stds**2
+
+
+def check_pca(fn: Callable) -> None:
+    """``pca(X, k) -> (mean, components)``: ``X: (N, D)``; ``mean: (D,)``; ``components: (k, D)`` orthonormal rows,
+    the directions of largest variance first. Any sign of each row is accepted."""
+    n, d, k = 300, 6, 3
+    X, mean_true, dirs, variances = _pca_case(n, d, seed=0)
+    original = X.clone()
+    out = call(fn, X, k)
+    if not torch.equal(X, original):
+        raise CheckFailed("pca changed X in place (e.g. `X -= mean`). Centre a copy instead: `Xc = X - mean`.")
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise CheckFailed(f"pca should return two things, (mean, components); it returned {_describe(out)}.")
+    mean, comps = out
+    if isinstance(mean, torch.Tensor) and tuple(mean.shape) == (n,):
+        raise CheckFailed(f"mean has shape {(n,)}: one value per sample. Average over the samples instead: X.mean(dim=0) -> ({d},).")
+    if isinstance(mean, torch.Tensor) and tuple(mean.shape) == (1, d):
+        raise CheckFailed(f"mean has shape (1, {d}); return it as ({d},) (drop keepdim=True, or .squeeze(0)).")
+    expect_tensor(mean, (d,), "mean")
+    if isinstance(comps, torch.Tensor) and tuple(comps.shape) == (d, k):
+        raise CheckFailed(f"components has shape (D, k) = {(d, k)}: the directions are in its columns. "
+                          f"Return them as rows, shape (k, D) = {(k, d)} (transpose, e.g. `Vh[:k]` or `V[:, :k].T`).")
+    if isinstance(comps, torch.Tensor) and comps.dim() == 2 and comps.shape[1] == n:
+        raise CheckFailed(f"components has shape {tuple(comps.shape)}, one entry per sample: these look like rows of U. "
+                          "In X_c = U S Vh the directions in feature space are the rows of Vh.")
+    if isinstance(comps, torch.Tensor) and comps.dim() == 2 and comps.shape[0] != k and comps.shape[1] == d:
+        raise CheckFailed(f"components has {comps.shape[0]} rows but k = {k} were asked for: keep only the first k.")
+    expect_tensor(comps, (k, d), "components")
+    mean, C = mean.detach().double(), comps.detach().double()
+    if close(mean, torch.zeros(d), atol=1e-3):
+        raise CheckFailed("mean is all zeros: return the mean of X over the samples, X.mean(dim=0).")
+    if not close(mean, mean_true, rtol=1e-4, atol=1e-3):
+        raise CheckFailed("mean is not the average of the rows of X: use X.mean(dim=0).")
+    gram = C @ C.T
+    if not close(gram, torch.eye(k), atol=1e-3):
+        norms = C.norm(dim=1)
+        if close(gram - torch.diag(gram.diagonal()), torch.zeros(k, k), atol=1e-3 * float(norms.max()) ** 2):
+            raise CheckFailed(f"The rows of components are orthogonal but not of length 1 (lengths {[round(v, 3) for v in norms.tolist()]}). "
+                              "Did you scale them by singular values or variances? Return the unit directions themselves.")
+        raise CheckFailed("The rows of components are not orthonormal (components @ components.T should be the identity). "
+                          "Take them from an SVD or eigendecomposition of the centred data.")
+    match = (C @ dirs.T).abs()  # (k, d): |cos| between each returned row and each true direction
+    best = match.argmax(1).tolist()
+    if bool((match.max(1).values > 0.999).all()):
+        if best == list(range(k)):
+            one = call(fn, X, 1)
+            C1 = one[1] if isinstance(one, (tuple, list)) and len(one) == 2 else one
+            if not isinstance(C1, torch.Tensor) or tuple(C1.shape) != (1, d):
+                raise CheckFailed(f"With k = 1, components should have shape (1, {d}), got {_describe(C1)}.")
+            X2, m2, dirs2, _ = _pca_case(40, d, seed=1)
+            m_out, C_all = call(fn, X2, d)
+            expect_tensor(C_all, (d, d), f"components for k = D = {d}")
+            if not close(m_out.detach().double(), m2, atol=1e-3) or not close((C_all.detach().double() @ dirs2.T).abs(), torch.eye(d), atol=2e-3):
+                raise CheckFailed(f"Correct for k = {k} on 300 points, but wrong with k = D = {d} on 40 points. Is something fixed to one size?")
+            passed("pca", "orthonormal, sorted by variance, any signs")
+            return
+        if sorted(best) == list(range(k)):
+            raise CheckFailed(f"You found the right directions but in the wrong order (they are the true directions {best}). "
+                              "Sort them by explained variance, largest first. torch.linalg.eigh returns eigenvalues in *ascending* order: flip it.")
+        if sorted(best) == list(range(d - k, d)):
+            raise CheckFailed("These are the directions of *smallest* variance. torch.linalg.eigh sorts eigenvalues in ascending "
+                              "order, so the largest ones are the last columns: take eigenvectors[:, -k:] and flip to put the largest first.")
+    Xc = X.double() - mean_true
+    uncentred = torch.linalg.svd(X.double(), full_matrices=False).Vh[:k]
+    if bool(((C * uncentred).sum(1).abs() > 0.99).all()):
+        raise CheckFailed("These are the principal directions of X without subtracting the mean. Centre first: Xc = X - mean, then decompose Xc.")
+    got = (Xc @ C.T).pow(2).mean(0)
+    if close(torch.linalg.svdvals(C @ dirs[:k].T), torch.ones(k), atol=1e-3):
+        raise CheckFailed("Your rows span the right subspace but are a rotated basis of it, not the principal directions. "
+                          "Use the singular vectors / eigenvectors themselves, not e.g. a QR of them.")
+    raise CheckFailed(f"The rows are not the directions of largest variance: the variance along them is "
+                      f"{[round(v, 2) for v in got.tolist()]}, the top-{k} principal directions give {[round(v, 2) for v in variances[:k].tolist()]}.")
+
+
 # --- Notebook 02: latent variables and autoencoders ---------------------------------------------
+
+
+def check_reconstruction_error(fn: Callable) -> None:
+    """``reconstruction_error(x, x_hat) -> (B,)``: squared error summed over the pixels of each image."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(5, 1, 28, 28, generator=g)
+    x_hat = torch.rand(5, 1, 28, 28, generator=g).requires_grad_(True)
+    out = call(fn, x, x_hat)
+    if isinstance(out, torch.Tensor) and out.shape == x.shape:
+        raise CheckFailed(f"Got shape {tuple(out.shape)}, one number per pixel: sum over the pixels of each image to get shape (5,).")
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == 5:
+        raise CheckFailed(f"Got shape {tuple(out.shape)}: sum over *all* of (C, H, W), e.g. `.flatten(1).sum(1)`, to get shape (5,).")
+    expect_tensor(out, (5,), "reconstruction_error(x, x_hat)")
+    want = (x - x_hat.detach()).pow(2).flatten(1).sum(1)
+    got = out.detach()
+    if not close(got, want, rtol=1e-4, atol=1e-4):
+        if close(got * 784, want, rtol=1e-4, atol=1e-4):
+            raise CheckFailed("Your values are 784 times too small: you averaged over the pixels. Sum over them: the course reports "
+                              "the squared error *per image* (as Hinton & Salakhutdinov, 2006).")
+        if close(got, want.sqrt(), rtol=1e-4, atol=1e-4):
+            raise CheckFailed("You returned the length of the error vector (a square root). Return the *squared* error: no sqrt.")
+        if close(got, (x - x_hat.detach()).abs().flatten(1).sum(1), rtol=1e-4, atol=1e-4):
+            raise CheckFailed("That is the absolute error. Square the differences: (x - x_hat) ** 2.")
+        if close(got, (x - x_hat.detach()).flatten(1).sum(1).pow(2), rtol=1e-4, atol=1e-4):
+            raise CheckFailed("You summed the differences and then squared the sum. Square each pixel's difference first, then sum.")
+        raise CheckFailed(f"Wrong values: got {[round(v, 3) for v in got.tolist()]}, expected {[round(v, 3) for v in want.tolist()]}.{ratio_hint(got, want)}")
+    if out.grad_fn is None:
+        raise CheckFailed("The result does not track gradients (was it detached, or built with .item() / numpy?). We train on it: keep it in torch.")
+    out.sum().backward()
+    if x_hat.grad is None or not close(x_hat.grad, 2 * (x_hat.detach() - x), atol=1e-4):
+        raise CheckFailed("The gradient with respect to x_hat is not 2 (x_hat - x). Compute it with plain torch operations.")
+    perfect = call(fn, x, x.clone())
+    if not close(perfect.detach(), torch.zeros(5), atol=1e-6):
+        raise CheckFailed("A perfect reconstruction (x_hat = x) should give 0 error.")
+    passed("reconstruction_error")
+
+
+def check_add_noise(fn: Callable) -> None:
+    """``add_noise(x, std) -> x_noisy``: ``x: (B, 1, 28, 28)`` in [0, 1] plus independent N(0, std^2) noise per pixel, clipped to [0, 1]."""
+    grey = torch.full((64, 1, 28, 28), 0.5)
+    original = grey.clone()
+    out = call(fn, grey, 0.1)
+    if not torch.equal(grey, original):
+        raise CheckFailed("add_noise changed its input in place. Return a new tensor: the clean image is the training target.")
+    expect_tensor(out, tuple(grey.shape), "add_noise(x, 0.1)")
+    out = out.detach().double()
+    mean, std = out.mean().item(), out.std().item()
+    if std < 1e-6:
+        raise CheckFailed("The output equals the input: no noise was added.")
+    if abs(mean - 0.5) > 0.01:
+        raise CheckFailed(f"On grey images (0.5) the noisy mean is {mean:.3f}: the noise is not centred on 0. "
+                          "torch.rand is uniform on [0, 1]; use torch.randn (or randn_like), which has mean 0.")
+    if abs(std - 0.01) < 0.002:
+        raise CheckFailed(f"The noise has std {std:.4f} = 0.1 squared: you multiplied by the variance std**2. Multiply randn by std.")
+    if abs(std - math.sqrt(0.1)) < 0.01:
+        raise CheckFailed(f"The noise has std {std:.3f} = sqrt(0.1): std is already a standard deviation, multiply randn by it directly.")
+    if abs(std - 0.1) > 0.005:
+        raise CheckFailed(f"The noise should have standard deviation 0.1, got {std:.4f}. Add std * torch.randn_like(x).")
+    per_image = out.flatten(1).std(1)
+    if bool((per_image < 0.05).any()):
+        raise CheckFailed("Inside one image all pixels got the same noise. Draw independent noise for every pixel (torch.randn_like(x)).")
+    if torch.allclose(out[0], out[1]):
+        raise CheckFailed("Every image in the batch got the same noise pattern. Draw noise of the full shape (B, 1, 28, 28).")
+    again = call(fn, grey, 0.1)
+    if torch.allclose(again.detach().double(), out):
+        raise CheckFailed("Two calls gave identical noise: draw fresh random noise on every call (no fixed seed inside add_noise).")
+    edges = torch.cat([torch.zeros(8, 1, 28, 28), torch.ones(8, 1, 28, 28)])
+    clipped = expect_tensor(call(fn, edges, 0.5), tuple(edges.shape), "add_noise(x, 0.5)").detach()
+    if clipped.min() < 0 or clipped.max() > 1:
+        raise CheckFailed(f"Values range from {clipped.min().item():.2f} to {clipped.max().item():.2f}: clip the result to [0, 1] "
+                          "(torch.clamp or .clamp(0, 1)), so noisy images are still images.")
+    if not close(call(fn, edges, 0.0).detach(), edges):
+        raise CheckFailed("With std = 0 the output should equal the input.")
+    passed("add_noise")
 
 # --- Notebook 03: variational autoencoders ------------------------------------------------------
 
@@ -305,6 +470,142 @@ def check_negative_elbo(fn: Callable) -> None:
     passed("negative_elbo", f"{got.item():.2f} nats on a test batch")
 
 # --- Notebook 04: generative adversarial networks -----------------------------------------------
+
+
+def _gan_cases() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits of D on a real and a fake batch: moderate values of both signs, and D fooled one way or the other."""
+    g = torch.Generator().manual_seed(4)
+    return [(2 * torch.randn(8, generator=g, dtype=torch.float64), 2 * torch.randn(8, generator=g, dtype=torch.float64) - 1),
+            (torch.linspace(-3, 4, 6, dtype=torch.float64), torch.linspace(-5, 2, 6, dtype=torch.float64))]
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(x)
+
+
+def _gan_scalar(fn: Callable, args: tuple, what: str, grad: bool = True) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Call ``fn`` on float32 copies of ``args`` that require grad; return (value as float64, grads)."""
+    leaves = [a.detach().float().clone().requires_grad_(grad) for a in args]
+    kept = [l.detach().clone() for l in leaves]
+    out = expect_tensor(call(fn, *leaves), (), what)
+    if any(not torch.equal(l.detach(), k) for l, k in zip(leaves, kept)):
+        raise CheckFailed(f"{what} changed its input logits in place. Compute on new tensors instead.")
+    grads: list[torch.Tensor | None] = [None] * len(leaves)
+    if grad and out.requires_grad:
+        grads = list(torch.autograd.grad(out, leaves, allow_unused=True))
+    return out.detach().double(), grads
+
+
+def _match(got: torch.Tensor, candidates: dict[str, torch.Tensor]) -> str | None:
+    for message, value in candidates.items():
+        if close(got, value, rtol=1e-3, atol=1e-4):
+            return message
+    return None
+
+
+def check_discriminator_loss(fn: Callable) -> None:
+    """``discriminator_loss(real_logits: (B,), fake_logits: (B,)) -> scalar`` = -E[log D(x)] - E[log(1 - D(G(z)))]."""
+    name = "discriminator_loss(real_logits, fake_logits)"
+    for real, fake in _gan_cases():
+        B = len(real)
+        want = _softplus(-real).mean() + _softplus(fake).mean()
+        got, grads = _gan_scalar(fn, (real, fake), name)
+        if not close(got, want, rtol=1e-4, atol=1e-5):
+            sig_r, sig_f = torch.sigmoid(real), torch.sigmoid(fake)
+            mistakes = {
+                "The labels are swapped: real data should get label 1 (D(x) -> 1) and generated data label 0. "
+                "Your loss rewards D for calling real digits fake.": _softplus(real).mean() + _softplus(-fake).mean(),
+                "The sign is flipped: the loss to minimise is -E[log D(x)] - E[log(1 - D(G(z)))], which is positive "
+                "(the log of a probability is negative).": -want,
+                "The term for generated data is missing: add -E[log(1 - D(G(z)))] (D must also learn to reject fakes).": _softplus(-real).mean(),
+                "The term for real data is missing: add -E[log D(x)] (D must also learn to accept real data).": _softplus(fake).mean(),
+                "You applied a sigmoid to something that is already a probability (a sigmoid twice): the inputs are logits, and "
+                "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself. Pass the logits directly.":
+                    _softplus(-sig_r).mean() + _softplus(sig_f).mean(),
+                "This is a squared error on probabilities (the least-squares GAN loss), not the log-loss: use "
+                "-log D(x) and -log(1 - D(G(z))).": ((sig_r - 1) ** 2).mean() + (sig_f ** 2).mean(),
+                "This is linear in the probabilities (1 - D(x) + D(G(z))), not the log-loss: take the log of the probabilities.":
+                    (1 - sig_r).mean() + sig_f.mean(),
+                "This uses the raw scores (-E[logit(x)] + E[logit(G(z))], the Wasserstein critic loss), not the log-loss: "
+                "turn logits into log-probabilities with logsigmoid or BCE with logits.": -real.mean() + fake.mean(),
+                "You summed over the batch instead of averaging: the loss is the sum of two batch MEANS.": want * B,
+                "Your value is half the right one: you probably averaged over the 2B real and fake logits together. "
+                "Average each term over its own batch, then add the two means.": want / 2,
+            }
+            found = _match(got, mistakes)
+            if found:
+                raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
+            near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
+            raise CheckFailed(f"{name} gave {got.item():.4f}, expected {want.item():.4f} = -mean(log D(x)) - mean(log(1 - D(G(z)))) "
+                              f"with D = sigmoid(logits).{ratio_hint(got, want)}{near}")
+        if grads[0] is None or grads[1] is None:
+            raise CheckFailed("The loss does not depend on the logits through autograd (no gradient reached them): "
+                              "did you use .item(), .detach(), .numpy() or build a new tensor from the values?")
+        want_r, want_f = (torch.sigmoid(real) - 1) / B, torch.sigmoid(fake) / B
+        if not (close(grads[0].double(), want_r, rtol=1e-3, atol=1e-6) and close(grads[1].double(), want_f, rtol=1e-3, atol=1e-6)):
+            raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
+                              "avoid non-differentiable steps (rounding, clamping) inside the loss.")
+    # D confidently wrong (and right): large logits must not give inf or lose the loss.
+    real, fake = torch.tensor([-200.0, 30.0, 5.0]), torch.tensor([200.0, -30.0, 0.0])
+    want = (_softplus(-real.double()).mean() + _softplus(fake.double()).mean())
+    out = call(fn, real.clone(), fake.clone())
+    got = out.detach().double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
+    if not torch.isfinite(got).all() or not close(got, want, rtol=1e-3):
+        raise CheckFailed(f"Not numerically stable: with logits of +-200 (D very sure) your loss is {got.item():.4g}, "
+                          f"the right value is {want.item():.4g}. log(sigmoid(l)) underflows to log(0) = -inf, and adding "
+                          "a small epsilon caps the loss. Compute it from the logits: F.binary_cross_entropy_with_logits, "
+                          "or F.logsigmoid(l) = -F.softplus(-l) and log(1 - sigmoid(l)) = -F.softplus(l).")
+    passed("discriminator_loss")
+
+
+def check_generator_loss(fn: Callable) -> None:
+    """``generator_loss(fake_logits: (B,)) -> scalar`` = -E[log D(G(z))] (the non-saturating loss)."""
+    name = "generator_loss(fake_logits)"
+    for _, fake in _gan_cases():
+        B = len(fake)
+        want = _softplus(-fake).mean()
+        got, grads = _gan_scalar(fn, (fake,), name)
+        if not close(got, want, rtol=1e-4, atol=1e-5):
+            sig = torch.sigmoid(fake)
+            mistakes = {
+                "This is the SATURATING loss E[log(1 - D(G(z)))] of the original min-max game. It has the same fixed point, "
+                "but when D confidently rejects the fakes (D(G(z)) near 0, as early in training) its gradient vanishes "
+                "(d/dl log(1 - sigmoid(l)) = -sigmoid(l) -> 0), so G stops learning. Use the non-saturating loss "
+                "-E[log D(G(z))], whose gradient is largest exactly there.": -_softplus(fake).mean(),
+                "The target is the discriminator's: you labelled the fakes 0. G wants D to call its samples REAL (label 1): "
+                "minimise -E[log D(G(z))].": _softplus(fake).mean(),
+                "The sign is flipped: -E[log D(G(z))] is positive (the log of a probability is negative), and G minimises it.": -want,
+                "You applied a sigmoid to something that is already a probability (a sigmoid twice): fake_logits are logits; "
+                "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself.": _softplus(-sig).mean(),
+                "This is a squared error on the probability (the least-squares GAN loss), not the log-loss -log D(G(z)).": ((sig - 1) ** 2).mean(),
+                "This is linear in the probability (-D(G(z)) or 1 - D(G(z))), not the log-loss -log D(G(z)).": -sig.mean(),
+                "This is linear in the probability (1 - D(G(z))), not the log-loss -log D(G(z)).": (1 - sig).mean(),
+                "This uses the raw scores (-E[logit], the Wasserstein generator loss), not the log-loss -log D(G(z)).": -fake.mean(),
+                "You summed over the batch instead of averaging: the loss is a batch MEAN.": want * B,
+            }
+            found = _match(got, mistakes)
+            if found:
+                raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
+            near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
+            raise CheckFailed(f"{name} gave {got.item():.4f}, expected {want.item():.4f} = -mean(log D(G(z))) "
+                              f"with D = sigmoid(logits).{ratio_hint(got, want)}{near}")
+        if grads[0] is None:
+            raise CheckFailed("The loss does not depend on the logits through autograd (no gradient reached them): "
+                              "did you use .item(), .detach(), .numpy() or build a new tensor from the values?")
+        if not close(grads[0].double(), (torch.sigmoid(fake) - 1) / B, rtol=1e-3, atol=1e-6):
+            raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
+                              "avoid non-differentiable steps (rounding, clamping) inside the loss.")
+    fake = torch.tensor([-200.0, -30.0, 0.0, 30.0])
+    want = _softplus(-fake.double()).mean()
+    out = call(fn, fake.clone())
+    got = out.detach().double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
+    if not torch.isfinite(got).all() or not close(got, want, rtol=1e-3):
+        raise CheckFailed(f"Not numerically stable: when D rejects a fake with logit -200 your loss is {got.item():.4g}, "
+                          f"the right value is {want.item():.4g}. log(sigmoid(-200)) underflows to log(0) = -inf, and an "
+                          "epsilon caps the loss exactly where G most needs a signal. Use F.softplus(-l) = -log sigmoid(l), "
+                          "F.logsigmoid, or F.binary_cross_entropy_with_logits.")
+    passed("generator_loss")
+
 
 # --- Notebook 05: GAN variants (conditional GAN, WGAN-GP, CycleGAN) ----------------------------
 
@@ -494,6 +795,116 @@ def check_cycle_consistency_loss(fn: Callable) -> None:
 
 
 # --- Notebook 06: VAEs vs GANs and uses of generative models -----------------------------------
+
+
+def _energy_reference(x: torch.Tensor) -> torch.Tensor:
+    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
+    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
+    return dx + dy
+
+
+def check_gradient_energy(fn: Callable) -> None:
+    """``gradient_energy(x: (B, 1, 28, 28)) -> (B,)``: mean squared horizontal plus mean squared vertical neighbour difference."""
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((1, 1, 28, 28), 0.7)
+    checker = ((torch.arange(28)[:, None] + torch.arange(28)[None, :]) % 2).float().view(1, 1, 28, 28)
+    stripes = (torch.arange(28) % 2).float().expand(28, 28).reshape(1, 1, 28, 28)  # columns alternate: only horizontal changes
+    edge = torch.zeros(1, 1, 28, 28)
+    edge[..., 0] = 1.0  # one bright left column: tells a wrap-around (torch.roll) apart from true neighbours
+    x = torch.cat([flat, checker, stripes, edge, torch.rand(4, 1, 28, 28, generator=g)])
+    original = x.clone()
+    out = call(fn, x)
+    expect_tensor(out, (8,), "gradient_energy(x) for x of shape (8, 1, 28, 28)")
+    if not torch.equal(x, original):
+        raise CheckFailed("gradient_energy changed its input in place. Compute differences into new tensors.")
+    want = _energy_reference(x)
+    if abs(out[0].item()) > 1e-6:
+        raise CheckFailed(f"A flat grey image has no edges, so its energy must be 0; you gave {out[0].item():.4g}. Use differences of neighbouring pixels, not the pixel values themselves.")
+    if close(out, want, rtol=1e-4, atol=1e-6):
+        passed("gradient_energy", f"checkerboard {out[1].item():.3g}, stripes {out[2].item():.3g}")
+        return
+    abs_version = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1) + (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    roll = (x - x.roll(1, -1)).pow(2).flatten(1).mean(1) + (x - x.roll(1, -2)).pow(2).flatten(1).mean(1)
+    only_h = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
+    if close(out, abs_version, rtol=1e-4, atol=1e-6):
+        raise CheckFailed("You averaged absolute differences: square them instead (energy = mean of squared differences).")
+    if close(out, roll, rtol=1e-4, atol=1e-6):
+        raise CheckFailed("Your version compares the last column (row) with the first, as torch.roll does: use only true neighbours, "
+                          "e.g. x[..., :, 1:] - x[..., :, :-1] (27 differences per row).")
+    if close(out, only_h, rtol=1e-4, atol=1e-6) or close(out, want - only_h, rtol=1e-4, atol=1e-6):
+        raise CheckFailed("Only one direction is counted: add the horizontal and the vertical terms.")
+    if close(out, want / 2, rtol=1e-4, atol=1e-6):
+        raise CheckFailed("Your value is half the expected one: add the horizontal and vertical means, do not average them.")
+    if close(out / want.clamp_min(1e-12), torch.full_like(want, 28 * 27), rtol=1e-3) or out[1].item() > 10:
+        raise CheckFailed(f"The checkerboard gave {out[1].item():.4g} but should give 2 (every squared difference is 1): take the mean over pixels, not the sum.")
+    raise CheckFailed(f"Wrong values: the checkerboard should give 2, vertical stripes 1 and one bright column 1/27 ≈ 0.037; "
+                      f"you gave {out[1].item():.4g}, {out[2].item():.4g} and {out[3].item():.4g}.{ratio_hint(out, want)}")
+
+
+class _CheckVAE(torch.nn.Module):
+    """A tiny linear VAE with almost no posterior noise, so a sampled z and the mean give the same score."""
+
+    def __init__(self, latent_dim: int = 4, logvar: float = -12.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.latent_dim = latent_dim
+        self.enc = torch.nn.Parameter(0.02 * torch.randn(784, latent_dim, generator=g))
+        self.dec = torch.nn.Parameter(0.5 * torch.randn(latent_dim, 784, generator=g))
+        self.bias = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
+        self.logvar = logvar
+
+    def encode(self, x):
+        mu = x.flatten(1) @ self.enc
+        return mu, torch.full_like(mu, self.logvar) + 0.1 * mu  # logvar varies a little with x
+
+    def decode(self, z):
+        return (z @ self.dec + self.bias).view(-1, 1, 28, 28)
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        return self.decode(z), mu, logvar
+
+
+def check_anomaly_score(fn: Callable) -> None:
+    """``anomaly_score(vae, x: (B, 1, 28, 28) in {0, 1}) -> (B,)``: the negative ELBO of each image in nats."""
+    import torch.nn.functional as F
+
+    vae = _CheckVAE()
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(6, 1, 28, 28, generator=g) < 0.3).float()
+    torch.manual_seed(0)
+    out = call(fn, vae, x)
+    expect_tensor(out, (6,), "anomaly_score(vae, x) for 6 images")
+    if out.requires_grad:
+        out = out.detach()
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+        logits = vae.decode(mu)
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    want = rec + kl
+    if close(out, want, rtol=1e-3, atol=1e-2):
+        passed("anomaly_score", f"scores {out.min().item():.1f} to {out.max().item():.1f} nats on random test images")
+        return
+    rec_mean = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).mean(1)
+    mse = (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
+    for wrong, msg in [
+        (-want, "You returned the ELBO itself: the score is the *negative* ELBO (high = unusual)."),
+        (rec, "Only the reconstruction term is there: add the KL divergence KL(q(z|x) || N(0, I))."),
+        (kl, "Only the KL term is there: add the reconstruction term -log p(x|z), a Bernoulli log-likelihood summed over pixels."),
+        (rec - kl, "The KL term has the wrong sign: the negative ELBO is reconstruction NLL *plus* KL."),
+        (rec + 2 * kl, "The KL term is twice too big: KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)."),
+        (rec_mean + kl, "The reconstruction term is averaged over pixels: sum it over the 784 pixels (nats per image)."),
+        (mse + kl, "The reconstruction term is a squared error: for binary pixels use the Bernoulli NLL, "
+                   "F.binary_cross_entropy_with_logits(logits, x, reduction='none') summed over pixels."),
+    ]:
+        if close(out, wrong, rtol=1e-3, atol=1e-2):
+            raise CheckFailed(msg)
+    if close(out.mean(), want.mean(), rtol=1e-3, atol=1e-2):
+        raise CheckFailed("The mean is right but the per-image values are not: did you mix images up (e.g. a mean over the batch somewhere)?")
+    raise CheckFailed(f"Expected negative ELBOs {[round(v, 1) for v in want.tolist()]}, got {[round(v, 1) for v in out.tolist()]}. "
+                      f"decode(z) returns logits (do not apply sigmoid before binary_cross_entropy_with_logits); logvar is log sigma^2.{ratio_hint(out, want)}")
 
 
 # --- Notebook 07: latent space explorer ---------------------------------------------------------

@@ -250,4 +250,119 @@ def evaluate_vae(vae: nn.Module, n_elbo: int = 10_000, n_iw: int = 1000, k: int 
 
 # --- Notebook 05: GAN variants ---
 
+
+@torch.no_grad()
+def conditional_samples(generator: nn.Module, n_per_class: int, seed: int = 0, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_per_class`` digits of every class from ``generator(z, y)``, with fixed noise (``seed``).
+
+    Returns ``images: (K * n_per_class, 1, 28, 28)`` on the CPU and the requested ``labels: (K * n_per_class,)``.
+    """
+    was_training = generator.training  # may be called from inside a training loop: put the mode back
+    generator.eval()
+    dev = next(generator.parameters()).device
+    labels = torch.arange(generator.num_classes).repeat_interleave(n_per_class)
+    z = torch.randn(len(labels), generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    images = torch.cat([generator(z[i : i + batch_size].to(dev), labels[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(labels), batch_size)])
+    generator.train(was_training)
+    return images, labels
+
+
+def label_accuracy(generator: nn.Module, classifier: nn.Module, n_per_class: int = 500, seed: int = 0) -> float:
+    """How often the evaluation classifier reads the digit that was asked of a conditional generator."""
+    images, labels = conditional_samples(generator, n_per_class, seed)
+    return accuracy(classifier, images, labels)
+
+
 # --- Notebook 06: VAEs vs GANs and uses ---
+
+
+def invert_generator(
+    generator: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.05, restarts: int = 4, seed: int = 0
+) -> tuple[torch.Tensor, dict]:
+    """A GAN has no encoder: find ``z`` with ``generator(z) ≈ x`` by gradient descent on the squared error.
+
+    ``x: (B, 1, 28, 28)`` in [0, 1]. Runs ``restarts`` random starts per image in one batch (Adam on z
+    only, the generator is frozen) and keeps the best. Returns ``z: (B, latent_dim)`` and
+    ``{"mse": per-step mean squared error per pixel of the best start, "seconds": wall time, "steps": steps * restarts}``.
+    """
+    import time
+
+    if x.dim() != 4 or x.shape[1:] != (1, 28, 28):
+        raise ValueError(f"x should be (B, 1, 28, 28), got {tuple(x.shape)}")
+    generator.eval()
+    dev = next(generator.parameters()).device
+    x = x.to(dev)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(restarts, len(x), generator.latent_dim, generator=g).to(dev).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    curve, start = [], time.perf_counter()
+    for _ in range(steps):
+        err = (generator(z.flatten(0, 1)).view(restarts, *x.shape) - x).pow(2).flatten(2).mean(2)  # (restarts, B)
+        opt.zero_grad(set_to_none=True)
+        err.sum().backward()  # each (start, image) pair has its own z: summing keeps their gradients separate
+        opt.step()
+        curve.append(err.detach().min(0).values.mean().item())
+    with torch.no_grad():
+        err = (generator(z.flatten(0, 1)).view(restarts, *x.shape) - x).pow(2).flatten(2).mean(2)
+        best = err.argmin(0)
+        z_best = z.detach()[best, torch.arange(len(x), device=dev)]
+    return z_best, {"mse": curve, "seconds": time.perf_counter() - start, "steps": steps * restarts}
+
+
+@torch.no_grad()
+def interpolation_jumpiness(decode, z0: torch.Tensor, z1: torch.Tensor, steps: int = 16) -> torch.Tensor:
+    """How unevenly images change along the straight line from ``z0`` to ``z1`` (both ``(B, D)``).
+
+    ``decode(z: (N, D)) -> images (N, 1, 28, 28)``. Returns ``(B,)``: the largest pixel-space step
+    between neighbouring images divided by the mean step. 1 means an even morph; large values mean
+    the image stays put and then jumps.
+    """
+    t = torch.linspace(0, 1, steps, device=z0.device)[:, None, None]  # (T, 1, 1)
+    path = (1 - t) * z0 + t * z1  # (T, B, D)
+    images = decode(path.flatten(0, 1)).view(steps, len(z0), -1)
+    step = (images[1:] - images[:-1]).norm(dim=2)  # (T-1, B)
+    return step.max(0).values / step.mean(0).clamp_min(1e-12)
+
+
+def linear_probe_accuracy(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor, y_test: torch.Tensor,
+                          max_iter: int = 2000) -> float:
+    """Test accuracy of a logistic-regression classifier fit on ``z_train: (N, D)`` -> ``y_train: (N,)``.
+
+    Features are standardized with the training mean and std first (scikit-learn, lbfgs).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    a, b = z_train.detach().double().cpu(), z_test.detach().double().cpu()
+    mean, std = a.mean(0), a.std(0).clamp_min(1e-8)
+    clf = LogisticRegression(max_iter=max_iter)
+    clf.fit(((a - mean) / std).numpy(), y_train.cpu().numpy())
+    return float(clf.score(((b - mean) / std).numpy(), y_test.cpu().numpy()))
+
+
+@torch.no_grad()
+def generated_label_probe(decode, latent_dim: int, classifier: nn.Module, n: int = 3000, seed: int = 0) -> float:
+    """Are digit classes linearly separable in a model's latent space? The same test for a VAE and a GAN.
+
+    Draws ``n`` codes z ~ N(0, I), labels each ``decode(z)`` with the evaluation classifier, fits a
+    linear probe z -> label on two thirds and returns its accuracy on the last third.
+    """
+    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    dev = next(classifier.parameters()).device
+    labels = predict_proba(classifier, decode(z.to(dev)).cpu()).argmax(1)
+    cut = 2 * n // 3
+    return linear_probe_accuracy(z[:cut], labels[:cut], z[cut:], labels[cut:])
+
+
+def png_bytes(images: torch.Tensor) -> torch.Tensor:
+    """Size of each image saved as an 8-bit greyscale PNG (best compression): ``(B, 1, 28, 28)`` in [0, 1] -> ``(B,)`` int64."""
+    import io
+
+    from PIL import Image
+
+    arr = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    sizes = []
+    for a in arr:
+        buf = io.BytesIO()
+        Image.fromarray(a[0], mode="L").save(buf, format="PNG", optimize=True)
+        sizes.append(buf.tell())
+    return torch.tensor(sizes)
