@@ -17,6 +17,45 @@ from torch import nn
 
 # --- Notebook 02: autoencoders ------------------------------------------------------------------
 
+
+class Autoencoder(nn.Module):
+    """Plain (deterministic) MLP autoencoder: 784 -> hidden... -> latent_dim -> ...hidden -> 784 logits.
+
+    ``encode(x: (B, 1, 28, 28)) -> z: (B, latent_dim)``; ``decode(z) -> logits (B, 1, 28, 28)`` (the VAE
+    contract, so the same plotting and metrics apply); ``forward(x)`` is the reconstruction in [0, 1].
+    ``hidden=()`` leaves only the two linear maps (with a sigmoid on the output).
+    """
+
+    def __init__(self, latent_dim: int = 30, hidden: tuple[int, ...] = (512,)):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        self.latent_dim = latent_dim
+
+        def mlp(sizes: list[int]) -> list[nn.Module]:  # Linear, ReLU, ..., Linear (no activation on the last)
+            layers: list[nn.Module] = []
+            for a, b in zip(sizes, sizes[1:]):
+                layers += [nn.Linear(a, b), nn.ReLU()]
+            return layers[:-1]
+
+        self.encoder = nn.Sequential(nn.Flatten(), *mlp([784, *hidden, latent_dim]))
+        self.decoder = nn.Sequential(*mlp([latent_dim, *reversed(hidden), 784]), nn.Unflatten(1, (1, 28, 28)))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 1, 28, 28)`` in [0, 1] -> codes ``z: (B, latent_dim)``."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"Autoencoder expects images of shape (B, 1, 28, 28), got {tuple(x.shape)}")
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z: (B, latent_dim)`` -> logits ``(B, 1, 28, 28)``; ``sigmoid`` gives the image."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 1, 28, 28)`` -> reconstruction ``(B, 1, 28, 28)`` in [0, 1]."""
+        return torch.sigmoid(self.decode(self.encode(x)))
+
+
 # --- Notebook 03: variational autoencoders ------------------------------------------------------
 
 
@@ -43,6 +82,25 @@ class MLPVAE(nn.Module):
         mu, logvar = self.encode(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         return self.decode(z), mu, logvar
+
+
+class ConvVAE(MLPVAE):
+    """Small convolutional VAE: 1x28x28 -> 32x14x14 -> 64x7x7 -> (mu, logvar), and back with transposed convs.
+
+    Same contract as :class:`MLPVAE`; notebook 03 times it against the MLP to choose by measurement.
+    """
+
+    def __init__(self, latent_dim: int = 32, width: int = 32):
+        nn.Module.__init__(self)
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.ReLU(), nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 2 * latent_dim),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, 2 * width * 7 * 7), nn.ReLU(), nn.Unflatten(1, (2 * width, 7, 7)),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(width, 1, 4, 2, 1),
+        )
 
 
 # --- Notebook 04: GANs --------------------------------------------------------------------------
