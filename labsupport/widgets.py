@@ -69,6 +69,20 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _require(model: torch.nn.Module, what: str, attrs: tuple[str, ...]) -> None:
+    """A clear error when a model lacks the interface an explorer needs (see labsupport.models)."""
+    missing = [a for a in attrs if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"This explorer needs {what} with {', '.join(attrs)}; {type(model).__name__} has no {', '.join(missing)}.")
+
+
+def _require_images(images: torch.Tensor | None, name: str = "images") -> None:
+    if images is not None and (not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28) or len(images) == 0):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} should be a tensor of shape (N, 1, 28, 28) in [0, 1], got {got}. "
+                         "Use labsupport.data.mnist_tensors(train=False) for the test digits.")
+
+
 def _label(text: str) -> W.HTML:
     return W.HTML(f"<b>{text}</b>")
 
@@ -97,6 +111,8 @@ def vae_explorer(vae: torch.nn.Module, images: torch.Tensor | None = None, n_sli
     dimensions the encoder uses most. Dimensions without a slider keep the starting code
     (0, the prior's mean, until you start from a digit).
     """
+    _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
+    _require_images(images)
     vae.eval()
     dev, d = _device(vae), vae.latent_dim
     dims = _active_dims(vae, images, min(n_sliders, d)) if images is not None else list(range(min(n_sliders, d)))
@@ -151,6 +167,8 @@ def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 
     ``images: (N, 1, 28, 28)`` in [0, 1]; ``a``, ``b``: indices of the two digits (pickers change them).
     Shows digit A, the decoded point at ``t`` (slider), digit B, and a strip of ``steps`` points.
     """
+    _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
+    _require_images(images)
     vae.eval()
     dev = _device(vae)
     pick_a = W.BoundedIntText(value=a, min=0, max=len(images) - 1, description="digit A", layout=W.Layout(width="170px"))
@@ -197,6 +215,8 @@ def latent_map_explorer(
     A red cross marks the point ``(z1, z2)``; click or drag on the map to move it (through
     ``ipyevents``, a course dependency; if it is missing, only the two sliders move it).
     """
+    _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
+    _require_images(images)
     if vae.latent_dim != 2:
         raise ValueError(f"latent_map_explorer needs a VAE with latent_dim == 2, got latent_dim = {vae.latent_dim}. Use vae_explorer instead.")
     vae.eval()
@@ -307,6 +327,7 @@ def cgan_explorer(generator: torch.nn.Module, n_sliders: int = 8, scale: int = 6
     rest come from "new noise". Below, the same noise for every class: the label picks the digit,
     the noise its style.
     """
+    _require(generator, "a conditional generator G(z, y)", ("latent_dim", "num_classes"))
     generator.eval()
     dev, d, k = _device(generator), generator.latent_dim, generator.num_classes
     g = torch.Generator().manual_seed(seed)

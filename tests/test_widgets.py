@@ -85,9 +85,9 @@ def test_slider_change_changes_the_image(explorer):
     assert (_pixels(explorer.view.value) - _pixels(before)).abs().max() > 0
 
 
-def test_redraw_latency_is_under_100_ms(explorer):
+def test_redraw_latency_is_under_100_ms(explorer, request):
     res = widgets.redraw_latency(explorer, repeats=20)
-    print(f"\n{type(explorer).__name__} with {len(explorer.sliders)} slider(s): redraw median {res['median_ms']:.1f} ms, max {res['max_ms']:.1f} ms")
+    print(f"\n{request.node.callspec.id} explorer: redraw median {res['median_ms']:.1f} ms, max {res['max_ms']:.1f} ms")
     assert 0 < res["median_ms"] < 100, res
 
 
@@ -224,3 +224,14 @@ def test_clicking_and_dragging_on_the_latent_map_moves_the_point(images):
     assert abs(w.sliders[0].value - 1.5) < 0.02
     map_view._events._dom_handlers({"type": "mousemove", "dataX": px, "dataY": py, "buttons": 1})  # dragging
     assert abs(w.sliders[0].value + 1.0) < 0.02 and abs(w.sliders[1].value - 0.5) < 0.02
+
+
+def test_bad_input_gets_a_clear_error(images):
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\).*got \(50, 784\)"):
+        widgets.vae_explorer(TinyVAE(4), images.flatten(1))
+    with pytest.raises(ValueError, match="got list"):
+        widgets.interpolation_explorer(TinyVAE(4), [images[0], images[1]])
+    with pytest.raises(TypeError, match="num_classes"):
+        widgets.cgan_explorer(nn.Linear(4, 4))
+    with pytest.raises(TypeError, match="latent_dim, encode, decode"):
+        widgets.vae_explorer(nn.Linear(4, 4))
