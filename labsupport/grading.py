@@ -1,0 +1,603 @@
+"""Grade completed student notebooks: run each in a fresh kernel, then check its exercises in a clean process.
+
+    labsupport-grade SUBMISSIONS... --out DIR [--assignment NAME] [--jobs N]
+    python -m labsupport.grading SUBMISSIONS... --out DIR
+
+A submission is a notebook file, or a folder holding one student's notebooks (the folder name is the
+student). For each notebook:
+
+1. Which assignment it answers comes from its metadata (``metadata.labsupport.notebook``, written by
+   ``python -m labsupport.course build``); its exercise ids and points come from the course's own list,
+   ``labsupport/exercises.json``, never from the submission.
+2. A copy runs in a fresh kernel in a temporary folder, in fast mode (``LABSUPPORT_FAST=1``) unless
+   ``--full``, with a time limit per cell and per notebook; errors do not stop it, huge outputs are cut.
+   Right after each cell that defines an exercise or calls its check, the kernel saves the exercise's
+   function (cloudpickle) to the temporary folder. Execution stops after the last such cell
+   (``--run-all`` runs the rest too).
+3. A new Python process, started from an empty folder, imports ``labsupport.checks`` afresh and runs
+   ``check_<id>`` on each saved function, with a time limit per check. Whatever the notebook did to its
+   own ``check_*`` or ``CheckFailed`` cannot change the grade.
+
+Writes ``DIR/grades.csv``, ``DIR/grades.json`` (with every check message and cell error),
+``DIR/feedback/<student>.md`` and the executed notebooks in ``DIR/executed/``. The submissions
+themselves are only read. This is not a security sandbox: see README.md, section "Grading".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+EXERCISES = PACKAGE / "exercises.json"
+MAX_FILE_BYTES = 100 * 2**20
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TIME_LIMIT = "TimeLimit"  # ename of the error the grader records when a cell runs out of time
+
+
+@dataclass
+class Settings:
+    timeout: float = 900.0  # seconds per notebook (all cells together)
+    cell_timeout: float = 300.0  # seconds per cell
+    check_timeout: float = 60.0  # seconds per check
+    fast: bool = True  # LABSUPPORT_FAST=1 in the kernel
+    run_all: bool = False  # run the cells after the last exercise too
+    max_output: int = 100_000  # characters of output kept per cell
+    threads: int = 1  # LABSUPPORT_THREADS for the kernel and the checks
+
+
+# --- which assignment, which exercises ----------------------------------------------------------
+
+
+def load_exercises(path: Path = EXERCISES) -> dict[str, list[dict]]:
+    """The course's exercises: ``{notebook: [{"number", "id", "points"}]}`` (written by the build tool)."""
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `python -m labsupport.course build` in the course repository")
+    return json.loads(path.read_text())
+
+
+def read_notebook(path: Path):
+    """``(notebook, None)`` or ``(None, why it cannot be graded)``; never raises on a bad file."""
+    import nbformat
+
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None, f"the file is larger than {MAX_FILE_BYTES >> 20} MB"
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"the file cannot be read as text ({type(err).__name__}: {err})"
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err}): the file is damaged or not a notebook"
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or "nbformat" not in raw:
+        return None, "valid JSON but not a Jupyter notebook (no `cells` list or `nbformat` field)"
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception as err:  # nbformat raises several types for broken notebooks
+        return None, f"not a readable Jupyter notebook ({type(err).__name__}: {err})"
+    cells = []
+    for cell in nb.cells:  # rebuild plain cells: only the sources matter, stored outputs are dropped
+        kind, source = cell.get("cell_type"), cell.get("source", "")
+        if not isinstance(source, str):
+            return None, "a cell's source is not text: the notebook is damaged"
+        make = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell}.get(kind, nbformat.v4.new_raw_cell)
+        cells.append(make(source))
+    meta = nb.get("metadata", {}).get("labsupport", {})
+    claimed = meta.get("notebook") if isinstance(meta, dict) else None
+    on_cells = [(c.get("metadata") or {}).get("labsupport", {}) for c in nb.cells]
+    clean = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+    clean.metadata["submitted"] = {  # only to tell which assignment this is; ids and points come from the course
+        "notebook": claimed if isinstance(claimed, str) else None,
+        "cell_exercises": [m.get("exercise") for m in on_cells if isinstance(m, dict) and isinstance(m.get("exercise"), str)],
+    }
+    return clean, None
+
+
+def identify(nb, exercises: dict[str, list[dict]], assignment: str | None) -> tuple[str | None, str | None]:
+    """``(assignment the notebook answers, problem or None)``, from its metadata, not its file name."""
+    claimed = nb.metadata["submitted"]["notebook"]
+    if claimed is None:  # notebook metadata lost (e.g. cells pasted into a new notebook): match the exercise cells' ids
+        ids = set(nb.metadata["submitted"]["cell_exercises"])
+        matches = [name for name, ex in exercises.items() if ids and ids <= {e["id"] for e in ex}]
+        claimed = matches[0] if len(matches) == 1 else None
+    if assignment is not None:
+        if claimed is not None and claimed != assignment:
+            return assignment, f"wrong-assignment: this notebook is {claimed!r}, the assignment is {assignment!r}"
+        return assignment, None
+    if claimed is None:
+        return None, "unknown-assignment: no course metadata (metadata.labsupport.notebook) in this notebook; grade it with --assignment NAME"
+    if claimed not in exercises:
+        return claimed, f"unknown-assignment: {claimed!r} is not a notebook of this course ({', '.join(exercises)})"
+    return claimed, None
+
+
+# --- running a submission -----------------------------------------------------------------------
+
+EXPORT = '''
+def __labsupport_export(names, folder):
+    import os
+    import cloudpickle
+    for name in names:
+        status = os.path.join(folder, name + ".status")
+        if name not in globals():
+            with open(status, "w") as f:
+                f.write(f"`{name}` is not defined in the notebook")
+            continue
+        try:
+            data = cloudpickle.dumps(globals()[name])
+        except BaseException as err:
+            with open(status, "w") as f:
+                f.write(f"`{name}` could not be saved for grading ({type(err).__name__}: {err})"[:1000])
+            continue
+        with open(os.path.join(folder, name + ".part"), "wb") as f:
+            f.write(data)
+        os.replace(os.path.join(folder, name + ".part"), os.path.join(folder, name + ".pkl"))
+        with open(status, "w") as f:
+            f.write("ok")
+__labsupport_export(%r, %r)
+del __labsupport_export
+'''
+
+
+def _export_points(nb, ids: list[str]) -> dict[int, list[str]]:
+    """Cell index -> exercises to save after it: cells that define an exercise or call its check."""
+    points: dict[int, list[str]] = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for name in ids:
+            n = re.escape(name)
+            if re.search(rf"^\s*(?:def|class)\s+{n}\b|^{n}\s*=|\bcheck_{n}\s*\(", cell.source, re.M):
+                points.setdefault(i, []).append(name)
+    return points
+
+
+def _client_class():
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        """Keeps at most ``max_output`` characters of output per cell (output bombs), records replies."""
+
+        max_output = 100_000
+
+        def output(self, outs, msg, display_id, cell_index):
+            content = msg.get("content", {})
+            size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values())
+            used = self._used.get(cell_index, 0)
+            if msg["msg_type"] == "error":
+                content["traceback"] = [t[:2000] for t in content.get("traceback", [])[-30:]]
+            elif used + size > self.max_output:
+                room = self.max_output - used
+                self._dropped[cell_index] = self._dropped.get(cell_index, 0) + size - max(room, 0)
+                if msg["msg_type"] != "stream" or room <= 0:
+                    self._used[cell_index] = self.max_output
+                    return None
+                content["text"], size = content["text"][:room], room
+            self._used[cell_index] = used + size
+            return super().output(outs, msg, display_id, cell_index)
+
+    return Client
+
+
+async def _reply(client, msg_id: str, timeout: float) -> dict | None:
+    """The kernel's reply to ``msg_id``, or None if it does not come within ``timeout`` seconds."""
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await ensure_async(client.kc.shell_channel.get_msg(timeout=left))
+        except Empty:
+            return None
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
+    return None
+
+
+async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) -> dict:
+    """Run ``nb`` in a fresh kernel with cwd ``work``; save exercise functions to ``export``."""
+    import nbformat
+    from jupyter_core.utils import ensure_async
+    from nbclient.exceptions import DeadKernelError
+
+    env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("JPY_SESSION_NAME", None)
+    points = _export_points(nb, ids)
+    last = max(points, default=-1)
+    replies: dict[int, dict] = {}
+    Client = _client_class()
+    client = Client(
+        nb, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True, shutdown_kernel="immediate",
+        error_on_timeout={"ename": TIME_LIMIT, "evalue": "", "traceback": []}, record_timing=False, iopub_timeout=4,
+        resources={"metadata": {"path": str(work)}},
+        on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(cell_index, execute_reply["content"]),
+    )
+    client.max_output, client._used, client._dropped = s.max_output, {}, {}
+    result = {"stopped": None, "timeouts": [], "ran": 0}
+    deadline = time.monotonic() + s.timeout
+
+    async def run_export(names: list[str]) -> bool:
+        msg_id = await ensure_async(client.kc.execute(EXPORT % (names, str(export)), silent=True, store_history=False))
+        return await _reply(client, msg_id, max(30.0, s.check_timeout)) is not None
+
+    with open(work.parent / "kernel.log", "wb") as kernel_log:  # the kernel's own stderr (warnings), kept out of the terminal
+        async with client.async_setup_kernel(env=env, stdout=kernel_log, stderr=kernel_log):
+            pending = list(ids)
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != "code" or not cell.source.strip():
+                    continue
+                if i > last and not s.run_all:
+                    break
+                left = deadline - time.monotonic()
+                if left < 1:
+                    result["stopped"] = f"the notebook time limit ({s.timeout:g} s) was reached before cell {i + 1}; later cells did not run"
+                    break
+                limit = min(s.cell_timeout, left)
+                client.timeout = max(1, int(limit))
+                try:
+                    await asyncio.wait_for(client.async_execute_cell(cell, i, execution_count=result["ran"] + 1), limit + 60)
+                except DeadKernelError:
+                    result["stopped"] = f"the kernel died in cell {i + 1} (it crashed, ran out of memory or the code exited); later cells did not run"
+                    pending = []
+                    break
+                except asyncio.TimeoutError:
+                    result["stopped"] = f"the kernel stopped responding in cell {i + 1}; later cells did not run"
+                    pending = []
+                    break
+                result["ran"] += 1
+                reply = replies.get(i, {})
+                if reply.get("ename") == TIME_LIMIT:
+                    which = "cell" if s.cell_timeout <= left else "notebook"
+                    text = f"stopped after {client.timeout} s: the {which} time limit ({s.cell_timeout if which == 'cell' else s.timeout:g} s) was reached"
+                    reply["evalue"] = text
+                    cell.outputs.append(nbformat.v4.new_output("error", ename=TIME_LIMIT, evalue=text, traceback=[f"{TIME_LIMIT}: {text}"]))
+                    result["timeouts"].append(i)
+                    probe = await ensure_async(client.kc.execute("pass", silent=True, store_history=False))  # did the interrupt stop the code?
+                    if await _reply(client, probe, 15) is None:
+                        result["stopped"] = f"cell {i + 1} ran past its time limit and ignored the interrupt; later cells did not run"
+                        pending = []
+                        break
+                if client._dropped.get(i):
+                    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=f"\n[the grader dropped {client._dropped[i]} characters of output from this cell]\n"))
+                if i in points:
+                    if not await run_export(points[i]):
+                        pending = []
+                        result["stopped"] = f"saving the exercises after cell {i + 1} did not finish; later cells did not run"
+                        break
+                    pending = [n for n in pending if n not in points[i]]
+            if pending:
+                await run_export(pending)
+    result["errors"] = [
+        {"cell": i + 1, "starts": nb.cells[i].source.strip().splitlines()[0][:80], "ename": r.get("ename", ""), "evalue": r.get("evalue", ""),
+         "traceback": ANSI.sub("", "\n".join(r.get("traceback", [])))[-3000:]}
+        for i, r in sorted(replies.items()) if r.get("status") == "error"
+    ]
+    result["timeouts"] = [i + 1 for i in result["timeouts"]]
+    result["truncated"] = sorted(i + 1 for i in client._dropped)
+    return result
+
+
+def _check_process(export: Path, ids: list[str], s: Settings, env: dict, scratch: Path) -> dict[str, dict]:
+    """Run the course's checks on the saved functions in fresh processes; a check that hangs or kills
+    its process costs only its own exercise (the others are checked in a new process)."""
+    results: dict[str, dict] = {}
+    remaining = list(ids)
+    attempt = 0
+    while remaining:
+        attempt += 1
+        out = scratch / f"results-{attempt}.jsonl"
+        cmd = [sys.executable, "-m", "labsupport.grading", "--run-checks", str(export), str(out), *remaining]
+        with open(scratch / f"checks-{attempt}.log", "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=scratch / "empty", env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        current, since, started = None, time.monotonic(), time.monotonic()
+        killed = None
+        while True:
+            done = proc.poll() is not None
+            for rec in _records(out):
+                if "start" in rec and rec["start"] != current and rec["start"] not in results:
+                    current, since = rec["start"], time.monotonic()
+                elif "id" in rec:
+                    results[rec["id"]] = rec
+            if current in results:
+                current = None
+            if done:
+                break
+            waited = time.monotonic() - (since if current else started)
+            if waited > (s.check_timeout if current else s.check_timeout + 120):  # startup: importing torch
+                killed = current
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.05)
+        if current is not None and current not in results:
+            why = f"took longer than {s.check_timeout:g} s (an endless loop?)" if killed else f"made the checking process exit (exit code {proc.returncode})"
+            results[current] = {"id": current, "passed": False, "message": f"Checking `{current}` {why}."}
+        left = [i for i in remaining if i not in results]
+        if left == remaining:  # nothing started: the process itself failed (not the student's fault)
+            log = (scratch / f"checks-{attempt}.log").read_text(errors="replace")[-2000:]
+            for i in left:
+                results[i] = {"id": i, "passed": False, "message": f"The grader could not run the checks: {log}", "grader_error": True}
+            left = []
+        remaining = left
+    return results
+
+
+def _records(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line still being written
+            pass
+    return records
+
+
+def run_checks_main(export: Path, out: Path, ids: list[str]) -> int:
+    """Inside the clean process: check each saved function, one JSON line per event in ``out``."""
+    import contextlib
+    import io
+    import pickle
+    import random
+
+    import labsupport.checks as checks  # a fresh import: nothing from the notebook has run in this process
+
+    CheckFailed = checks.CheckFailed
+    found = {i: getattr(checks, f"check_{i}", None) for i in ids}  # looked up before any student code runs
+
+    class Capped(io.StringIO):
+        def write(self, text):
+            return super().write(text[: max(0, 20_000 - self.tell())]) if self.tell() < 20_000 else len(text)
+
+    with open(out, "a", buffering=1) as log:
+        for name in ids:
+            log.write(json.dumps({"start": name}) + "\n")
+            rec = {"id": name, "passed": False}
+            status_file, pkl = export / f"{name}.status", export / f"{name}.pkl"
+            if found[name] is None:
+                rec.update(message=f"The course has no check_{name} in labsupport.checks.", grader_error=True)
+            elif not pkl.exists():
+                rec["message"] = (status_file.read_text() if status_file.exists() else f"The notebook stopped before `{name}` was defined.")
+            else:
+                shown = Capped()
+                try:
+                    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+                        with open(pkl, "rb") as f:
+                            fn = pickle.load(f)
+                        random.seed(0)
+                        try:
+                            import numpy
+                            import torch
+
+                            torch.manual_seed(0)
+                            numpy.random.seed(0)
+                        except ImportError:
+                            pass
+                        found[name](fn)
+                    rec.update(passed=True, message=shown.getvalue().strip().splitlines()[-1] if shown.getvalue().strip() else "passed")
+                except CheckFailed as err:
+                    rec["message"] = str(err)
+                except BaseException as err:  # the student's code escaped the check's own handling
+                    rec["message"] = f"The check could not finish: {type(err).__name__}: {str(err)[:1000]}"
+            rec["message"] = rec["message"][:5000]
+            log.write(json.dumps(rec) + "\n")
+    return 0
+
+
+def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s: Settings,
+                   assignment: str | None = None, executed_dir: Path | None = None) -> dict:
+    """Grade one notebook file; every failure becomes a status and a message in the returned row."""
+    start = time.perf_counter()
+    row = {"student": student, "file": str(path), "notebook": None, "status": [], "problems": [], "exercises": [],
+           "cell_errors": [], "truncated_cells": [], "total": 0, "max": 0}
+    nb, problem = read_notebook(path)
+    if nb is None:
+        row["status"].append("invalid")
+        row["problems"].append(problem)
+        row["notebook"] = assignment
+    else:
+        row["notebook"], problem = identify(nb, exercises, assignment)
+        if problem:
+            row["status"].append(problem.split(":")[0])
+            row["problems"].append(problem.split(": ", 1)[1])
+    graded = row["notebook"] if row["notebook"] in exercises and not row["status"] else None
+    listed = exercises.get(graded or (assignment if assignment in exercises else ""), [])
+    results: dict[str, dict] = {}
+    if graded:
+        ids = [e["id"] for e in listed]
+        tmp = Path(tempfile.mkdtemp(prefix="labsupport-grade-"))
+        try:
+            work, export, scratch = tmp / "work", tmp / "export", tmp / "checks"
+            for d in (work, export, scratch / "empty"):
+                d.mkdir(parents=True)
+            import nbformat
+
+            nbformat.write(nb, work / path.name)  # the kernel's folder holds a copy, never the original
+            try:
+                ran = asyncio.run(_execute(nb, ids, work, export, s))
+            except Exception as err:  # the kernel did not start, or nbclient failed: not the student's doing
+                ran = {"stopped": None, "timeouts": [], "errors": [], "truncated": []}
+                row["status"].append("grader-error")
+                row["problems"].append(f"the notebook could not be run: {type(err).__name__}: {err}")
+            row["cell_errors"] = [e for e in ran["errors"] if e["ename"] != TIME_LIMIT]
+            row["truncated_cells"] = ran["truncated"]
+            if row["cell_errors"]:
+                row["status"].append("cell-errors")
+            if ran["timeouts"] or (ran["stopped"] and "time limit" in ran["stopped"]):
+                row["status"].append("timeout")
+                row["problems"] += [f"cell {i} was stopped: it ran past its time limit ({s.cell_timeout:g} s per cell, {s.timeout:g} s per notebook)" for i in ran["timeouts"]]
+            if ran["stopped"]:
+                if "kernel died" in ran["stopped"]:
+                    row["status"].append("kernel-died")
+                row["problems"].append(ran["stopped"])
+            if ran["truncated"]:
+                row["status"].append("output-truncated")
+                row["problems"].append(f"output was cut to {s.max_output} characters in cell(s) {', '.join(map(str, ran['truncated']))}")
+            if executed_dir is not None:
+                executed_dir.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, executed_dir / f"{_safe(student)}__{_safe(path.stem)}.ipynb")
+            env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
+            env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+            results = _check_process(export, ids, s, env, scratch)
+            if any(r.get("grader_error") for r in results.values()):
+                row["status"].append("grader-error")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # only the grader's own temporary folder
+    for e in listed:
+        r = results.get(e["id"], {})
+        message = r.get("message") or ("not graded: " + "; ".join(row["problems"]) if row["problems"] else "not graded")
+        score = e["points"] if r.get("passed") else 0
+        row["exercises"].append({"number": e["number"], "id": e["id"], "points": e["points"], "score": score,
+                                 "passed": bool(r.get("passed")), "message": message})
+    row["total"] = sum(e["score"] for e in row["exercises"])
+    row["max"] = sum(e["points"] for e in listed)
+    row["status"] = ";".join(dict.fromkeys(row["status"])) or "ok"
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+# --- collecting submissions and writing the reports ---------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "student"
+
+
+def find_submissions(paths: list[Path], exercises: dict[str, list[dict]]) -> list[tuple[str, Path]]:
+    """``[(student, notebook file)]``: a folder is one student's notebooks; a file is named after its stem
+    (or after its folder when the file keeps a course notebook's name, e.g. ``alice/03_....ipynb``)."""
+    found = []
+    for p in paths:
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
+            if not files:
+                print(f"warning: {p} holds no .ipynb file", file=sys.stderr)
+            found += [(p.resolve().name, f) for f in files]
+        elif p.is_file():
+            found.append((p.resolve().parent.name if p.stem in exercises else p.stem, p))
+        else:
+            raise SystemExit(f"{p}: no such file or folder")
+    return found
+
+
+def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]], s: Settings) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(r["notebook"] for r in rows if r["notebook"] in exercises))
+    columns = [(nb, e["id"], e["id"] if len(names) == 1 else f"{nb}:{e['id']}") for nb in names for e in exercises[nb]]
+    with open(out / "grades.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "notebook"] + [c[2] for c in columns] + ["total", "max", "status"])
+        for r in rows:
+            scores = {(r["notebook"], e["id"]): e["score"] for e in r["exercises"]}
+            w.writerow([r["student"], r["notebook"] or ""] + [scores.get(c[:2], "") for c in columns] + [r["total"], r["max"], r["status"]])
+    report = {"settings": asdict(s), "exercises": {nb: exercises[nb] for nb in names}, "submissions": rows}
+    (out / "grades.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    feedback = out / "feedback"
+    feedback.mkdir(exist_ok=True)
+    by_student: dict[str, list[dict]] = {}
+    for r in rows:
+        by_student.setdefault(_safe(r["student"]), []).append(r)
+    for student, mine in by_student.items():
+        (feedback / f"{student}.md").write_text(_feedback(mine[0]["student"], mine))
+
+
+def _feedback(student: str, rows: list[dict]) -> str:
+    lines = [f"# Feedback for {student}", ""]
+    for r in rows:
+        lines += [f"## {r['notebook'] or Path(r['file']).name}: {r['total']:g} / {r['max']:g} points", "", f"File: `{Path(r['file']).name}`", ""]
+        if r["problems"]:
+            lines += ["**Problems while grading:**", ""] + [f"- {p}" for p in r["problems"]] + [""]
+        if r["exercises"]:
+            lines += ["| exercise | points | result |", "|---|---|---|"]
+            for e in r["exercises"]:
+                lines.append(f"| {e['number']}. `{e['id']}` | {e['score']:g} / {e['points']:g} | {'passed' if e['passed'] else 'not passed'} |")
+            lines.append("")
+            for e in r["exercises"]:
+                if not e["passed"]:
+                    lines += [f"### Exercise {e['number']} (`{e['id']}`)", "", "```text", e["message"].strip(), "```", ""]
+        if r["cell_errors"]:
+            lines += ["### Cells that raised an error", "", "(Cells are counted from 1 at the top of the notebook, text cells included.)", ""]
+            for c in r["cell_errors"]:
+                lines += [f"Cell {c['cell']} (it starts with `{c['starts']}`): **{c['ename']}**: {c['evalue'][:300]}", "", "```text", c["traceback"][-1500:].strip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: str | None = None,
+          progress: bool = True) -> list[dict]:
+    """Grade every submission under ``paths`` into ``out``; returns the rows (also in grades.json)."""
+    from tqdm.auto import tqdm
+
+    exercises = load_exercises()
+    if assignment is not None and assignment not in exercises:
+        raise SystemExit(f"--assignment {assignment!r} is not a notebook of this course ({', '.join(exercises)})")
+    out = out.resolve()
+    for p in paths:
+        if p.is_dir() and (out == p.resolve() or p.resolve() in out.parents):
+            raise SystemExit(f"--out {out} is inside the submissions folder {p}: choose a folder outside it")
+    subs = find_submissions(paths, exercises)
+    rows: list[dict | None] = [None] * len(subs)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, tqdm(total=len(subs), desc="grading", unit="notebook", disable=not progress) as bar:
+        futures = {pool.submit(grade_notebook, f, st, exercises, s, assignment, out / "executed"): k for k, (st, f) in enumerate(subs)}
+        for fut in as_completed(futures):
+            rows[futures[fut]] = fut.result()
+            bar.set_postfix_str(f"{rows[futures[fut]]['student']}", refresh=False)
+            bar.update()
+    known = {r["notebook"] for r in rows if r["notebook"] in exercises}
+    for r in rows:  # an unreadable file in a one-assignment class still gets that assignment's zero row
+        if r["notebook"] is None and len(known) == 1:
+            r["notebook"] = next(iter(known))
+            r["max"] = sum(e["points"] for e in exercises[r["notebook"]])
+            r["exercises"] = [{**e, "score": 0, "passed": False, "message": "not graded: " + "; ".join(r["problems"])} for e in exercises[r["notebook"]]]
+    write_reports(rows, out, exercises, s)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run-checks"]:  # internal: the clean checking process
+        return run_checks_main(Path(argv[1]), Path(argv[2]), argv[3:])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    p = argparse.ArgumentParser(prog="labsupport-grade", description=__doc__.split("\n\n")[0])
+    p.add_argument("submissions", nargs="+", type=Path, help="notebook files, or folders of one student's notebooks each")
+    p.add_argument("--out", type=Path, required=True, help="folder for grades.csv, grades.json, feedback/ and executed/")
+    p.add_argument("--assignment", default=None, help="grade every submission as this notebook (e.g. 03_variational_autoencoders); others score zero")
+    p.add_argument("--jobs", type=int, default=min(cores, 8), help=f"notebooks graded at once (default: the number of cores, {min(cores, 8)})")
+    p.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per notebook (default %(default)s)")
+    p.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout, help="seconds per cell (default %(default)s)")
+    p.add_argument("--check-timeout", type=float, default=Settings.check_timeout, help="seconds per exercise check (default %(default)s)")
+    p.add_argument("--max-output", type=int, default=Settings.max_output, help="characters of output kept per cell (default %(default)s)")
+    p.add_argument("--full", action="store_true", help="run notebooks in normal mode instead of fast mode (LABSUPPORT_FAST=1)")
+    p.add_argument("--run-all", action="store_true", help="also run the cells after the last exercise")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    jobs = max(1, args.jobs)
+    threads = int(os.environ.get("LABSUPPORT_THREADS") or max(1, cores // jobs))
+    s = Settings(timeout=args.timeout, cell_timeout=args.cell_timeout, check_timeout=args.check_timeout, fast=not args.full,
+                 run_all=args.run_all, max_output=args.max_output, threads=threads)
+    start = time.perf_counter()
+    rows = grade(args.submissions, args.out, s, jobs=jobs, assignment=args.assignment, progress=not args.quiet)
+    width = max([len(r["student"]) for r in rows] + [7])
+    for r in rows:
+        print(f"{r['student']:<{width}}  {r['notebook'] or '?':<36} {r['total']:>5g} / {r['max']:<4g} {r['status']}")
+    print(f"graded {len(rows)} notebook(s) in {time.perf_counter() - start:.1f} s -> {args.out / 'grades.csv'}")
+    return 1 if any("grader-error" in r["status"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

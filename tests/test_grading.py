@@ -1,0 +1,275 @@
+"""The grader (labsupport.grading): real notebooks grade full marks or zero; planted mistakes, endless
+loops, crashes, output bombs, redefined checks and broken files each get the right score and message.
+
+Two grading runs serve every test (each is slow-ish: one kernel per notebook): every solution and
+student notebook of the course, and a class of tiny hand-made notebooks for exercise 1 of 00_start_here.
+"""
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labsupport import course, grading
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+RIGHT = "import torch\n\ndef normalize_images(images):\n    return images.float().div(255.0).unsqueeze(1)"
+CHECK = "from labsupport.checks import check_normalize_images\ncheck_normalize_images(normalize_images)"
+
+
+def _notebook(path: Path, *cells: str, notebook: str | None = "00_start_here", **extra) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    if notebook is not None:
+        nb.metadata["labsupport"] = {"notebook": notebook, **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    rows = json.loads((out / "grades.json").read_text())["submissions"]
+    return {f"{r['student']}/{Path(r['file']).stem}": r for r in rows}
+
+
+# --- the course's own notebooks ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def course_grades(tmp_path_factory, mnist_available):
+    """Grade every solution and every student notebook once (fast mode, 2 at a time)."""
+    copies = tmp_path_factory.mktemp("course")  # a snapshot: other authors may be editing the repository meanwhile
+    for folder in ("solutions", "notebooks"):
+        (copies / folder).mkdir()
+        for name in COURSE:
+            shutil.copy(ROOT / folder / f"{name}.ipynb", copies / folder)
+    before = _digest(copies)
+    out = tmp_path_factory.mktemp("course_grades")
+    code = grading.main([str(copies / "solutions"), str(copies / "notebooks"), "--out", str(out), "--jobs", "2", "--quiet"])
+    assert _digest(copies) == before, "the grader changed the submitted files"
+    return code, out, _rows(out)
+
+
+def test_manifest_is_what_build_writes(root):
+    listed = grading.load_exercises()
+    assert sorted(listed) == COURSE
+    for name in COURSE:
+        nb = nbformat.read(root / "solutions" / f"{name}.ipynb", as_version=4)
+        assert listed[name] == [{k: e[k] for k in ("number", "id", "points")} for e in course.exercises(nb)]
+        assert listed[name], f"{name} has no exercise to grade"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_solution_grades_full_marks(course_grades, name):
+    code, out, rows = course_grades
+    row = rows[f"solutions/{name}"]
+    failed = [(e["id"], e["message"]) for e in row["exercises"] if not e["passed"]]
+    assert not failed and row["total"] == row["max"] > 0, failed
+    assert row["status"] == "ok", row["problems"] + [c["evalue"] for c in row["cell_errors"]]
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_student_notebook_grades_zero(course_grades, name):
+    code, out, rows = course_grades
+    row = rows[f"notebooks/{name}"]
+    assert row["total"] == 0 and row["max"] == sum(e["points"] for e in grading.load_exercises()[name])
+    assert all("not written yet" in e["message"] for e in row["exercises"]), [e["message"] for e in row["exercises"]]
+
+
+def test_course_reports(course_grades):
+    code, out, rows = course_grades
+    assert code == 0
+    with open(out / "grades.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 * len(COURSE)
+    columns = set(table[0])
+    for name, ex in grading.load_exercises().items():
+        assert {e["id"] if len(COURSE) == 1 else f"{name}:{e['id']}" for e in ex} <= columns
+    for r in table:
+        assert float(r["total"]) == (float(r["max"]) if r["student"] == "solutions" else 0)
+    student = (out / "feedback" / "notebooks.md").read_text()
+    assert "not written yet" in student and "NotImplementedError" in student
+    assert (out / "feedback" / "solutions.md").exists()
+
+
+# --- a class of tiny notebooks with planted mistakes --------------------------------------------
+
+CLASS = {
+    "right": [RIGHT],
+    "by256": ["import torch\n\ndef normalize_images(images):\n    return images.float().div(256.0).unsqueeze(1)"],
+    "lambda": ["import torch\nnormalize_images = lambda images: (images.float() / 255)[:, None]"],
+    "crash_first": ["x = 1 / 0", RIGHT, CHECK],
+    "loop_then_right": ["while True:\n    pass", RIGHT],
+    "ignores_interrupt": ["import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass", RIGHT],
+    "loop_in_function": ["def normalize_images(images):\n    while True:\n        pass"],
+    "exits_in_check": ["def normalize_images(images):\n    import os\n    os._exit(3)"],
+    "bomb": ["print('spam ' * 2_000_000)", "for i in range(100_000):\n    print(i)", RIGHT],
+    "kernel_dies_later": [RIGHT, "import os\nos._exit(1)", CHECK],
+    "cheater": [
+        "import torch\n\ndef normalize_images(images):\n    return images  # wrong",
+        "import labsupport.checks as c\nc.check_normalize_images = lambda fn: print('passed')\nc.CheckFailed = Exception\n"
+        "class CheckFailed(Exception):\n    pass\n\ndef check_normalize_images(fn):\n    print('passed')",
+        "import os\nos.makedirs('labsupport', exist_ok=True)\n"
+        "open('labsupport/__init__.py', 'w').write('')\nopen('labsupport/checks.py', 'w').write('def check_normalize_images(fn): pass\\nclass CheckFailed(Exception): pass\\n')",
+        "check_normalize_images(normalize_images)",
+    ],
+    "empty": [],
+}
+
+
+@pytest.fixture(scope="session")
+def class_grades(tmp_path_factory):
+    """One grading run over the tiny class, with small time limits; returns (exit code, out, rows, folder)."""
+    sub = tmp_path_factory.mktemp("submissions")
+    for name, cells in CLASS.items():
+        _notebook(sub / f"{name}.ipynb", *cells)
+    # Points in the submission's own metadata are ignored: the course says 1.
+    _notebook(sub / "inflated.ipynb", RIGHT, exercises=[{"number": 1, "id": "normalize_images", "points": 100}])
+    _notebook(sub / "other_assignment.ipynb", RIGHT, notebook="01_supervised_vs_unsupervised")
+    _notebook(sub / "no_metadata.ipynb", RIGHT, notebook=None)
+    (sub / "corrupt.ipynb").write_text('{"cells": [ {"cell_type": "code", "source": "x = ')
+    (sub / "not_a_notebook.ipynb").write_text('{"hello": "world"}')
+    (sub / "binary.ipynb").write_bytes(bytes(range(256)))
+    folder = sub / "bob"  # a folder = one student's notebooks
+    _notebook(folder / "00_start_here.ipynb", RIGHT)
+    before = _digest(sub)
+    out = tmp_path_factory.mktemp("class_grades")
+    args = [str(p) for p in sorted(sub.glob("*.ipynb"))] + [str(folder), "--out", str(out), "--assignment", "00_start_here",
+                                                            "--jobs", "2", "--cell-timeout", "8", "--check-timeout", "8", "--quiet"]
+    code = grading.main(args)
+    assert _digest(sub) == before, "the grader changed or added files among the submissions"
+    return code, out, _rows(out), sub
+
+
+def _one(class_grades, name):
+    return class_grades[2][name if "/" in name else f"{name}/{name}"]
+
+
+def _message(row) -> str:
+    return row["exercises"][0]["message"]
+
+
+@pytest.mark.parametrize("name", ["right", "lambda", "inflated", "bob/00_start_here"])
+def test_right_answers_get_full_marks(class_grades, name):
+    row = _one(class_grades, name)
+    assert (row["total"], row["max"], row["status"]) == (1, 1, "ok"), row
+    assert "all checks passed" in _message(row)
+
+
+def test_planted_mistake_gets_zero_and_the_checks_message(class_grades):
+    row = _one(class_grades, "by256")
+    assert row["total"] == 0 and "divided by 256" in _message(row)
+
+
+def test_crash_in_a_cell_is_reported_and_later_exercises_still_graded(class_grades):
+    row = _one(class_grades, "crash_first")
+    assert row["total"] == 1 and row["status"] == "cell-errors"
+    assert [(c["cell"], c["ename"]) for c in row["cell_errors"]] == [(1, "ZeroDivisionError")]
+    feedback = (class_grades[1] / "feedback" / "crash_first.md").read_text()
+    assert "ZeroDivisionError" in feedback and "x = 1 / 0" in feedback
+
+
+def test_endless_loop_is_stopped_and_the_rest_still_graded(class_grades):
+    row = _one(class_grades, "loop_then_right")
+    assert row["total"] == 1 and "timeout" in row["status"]
+    assert any("cell 1 was stopped" in p for p in row["problems"])
+
+
+def test_loop_that_ignores_the_interrupt_stops_the_notebook(class_grades):
+    row = _one(class_grades, "ignores_interrupt")
+    assert row["total"] == 0 and "timeout" in row["status"]
+    assert any("ignored the interrupt" in p for p in row["problems"])
+    assert "stopped before `normalize_images` was defined" in _message(row)
+
+
+def test_endless_loop_inside_the_students_function_costs_that_exercise(class_grades):
+    row = _one(class_grades, "loop_in_function")
+    assert row["total"] == 0 and "took longer than 8 s" in _message(row)
+
+
+def test_function_that_exits_the_checking_process(class_grades):
+    row = _one(class_grades, "exits_in_check")
+    assert row["total"] == 0 and "made the checking process exit (exit code 3)" in _message(row)
+
+
+def test_output_bomb_is_cut(class_grades):
+    code, out, rows, sub = class_grades
+    row = _one(class_grades, "bomb")
+    assert row["total"] == 1 and "output-truncated" in row["status"] and row["truncated_cells"] == [1, 2]
+    executed = nbformat.read(out / "executed" / "bomb__bomb.ipynb", as_version=4)
+    kept = [sum(len(o.get("text", "")) for o in c.outputs) for c in executed.cells]
+    assert max(kept) < grading.Settings.max_output + 200 and kept[0] > grading.Settings.max_output / 2
+    assert "[the grader dropped 9" in executed.cells[0].outputs[-1]["text"]
+
+
+def test_kernel_death_after_the_exercise_keeps_the_grade(class_grades):
+    row = _one(class_grades, "kernel_dies_later")
+    assert row["total"] == 1 and "kernel-died" in row["status"]
+
+
+def test_redefining_the_checks_does_not_change_the_grade(class_grades):
+    row = _one(class_grades, "cheater")
+    assert row["total"] == 0, row
+    assert "should be a torch.Tensor" in _message(row) or "channel dimension" in _message(row)
+
+
+def test_wrong_assignment_unknown_and_empty_notebooks_score_zero(class_grades):
+    other = _one(class_grades, "other_assignment")
+    assert other["total"] == 0 and other["status"] == "wrong-assignment" and other["notebook"] == "00_start_here"
+    assert "01_supervised_vs_unsupervised" in other["problems"][0]
+    # Without notebook metadata, --assignment says which notebook it is.
+    assert _one(class_grades, "no_metadata")["total"] == 1
+    empty = _one(class_grades, "empty")
+    assert empty["total"] == 0 and "not defined" in _message(empty)
+
+
+@pytest.mark.parametrize("name, why", [("corrupt", "not valid JSON"), ("not_a_notebook", "not a Jupyter notebook"), ("binary", "cannot be read")])
+def test_broken_files_score_zero_with_a_reason(class_grades, name, why):
+    row = _one(class_grades, name)
+    assert (row["total"], row["max"], row["status"]) == (0, 1, "invalid")
+    assert why in row["problems"][0]
+
+
+def test_class_reports(class_grades):
+    code, out, rows, sub = class_grades
+    assert code == 0
+    with open(out / "grades.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["student", "notebook", "normalize_images", "total", "max", "status"]
+    assert len(table) == len(rows) == len(CLASS) + 7
+    assert {r["student"] for r in table} >= {"right", "bob", "corrupt"}
+    assert all(r["notebook"] == "00_start_here" for r in table)
+    by_student = {r["student"]: r for r in table}
+    assert by_student["by256"]["normalize_images"] == "0" and by_student["right"]["normalize_images"] == "1"
+    assert "divided by 256" in (out / "feedback" / "by256.md").read_text()
+
+
+def test_unknown_assignment_without_option(tmp_path):
+    """Without --assignment a notebook names its assignment; an unknown one is reported, not fatal."""
+    _notebook(tmp_path / "s" / "x.ipynb", "x = 1", notebook="99_not_in_this_course")
+    nb, problem = grading.read_notebook(tmp_path / "s" / "x.ipynb")
+    assert problem is None
+    name, problem = grading.identify(nb, grading.load_exercises(), None)
+    assert name == "99_not_in_this_course" and problem.startswith("unknown-assignment")
+    _notebook(tmp_path / "s" / "y.ipynb", "x = 1", notebook=None)
+    name, problem = grading.identify(grading.read_notebook(tmp_path / "s" / "y.ipynb")[0], grading.load_exercises(), None)
+    assert name is None and "--assignment" in problem
+
+
+def test_command_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "labsupport.grading", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "--jobs" in res.stdout and "--assignment" in res.stdout
+    with pytest.raises(SystemExit, match="not a notebook of this course"):
+        grading.main([str(tmp_path), "--out", str(tmp_path / "o"), "--assignment", "nope"])
+    with pytest.raises(SystemExit, match="inside the submissions folder"):
+        grading.main([str(tmp_path), "--out", str(tmp_path / "grades")])
