@@ -80,3 +80,8 @@ def test_frechet_distance_with_the_real_classifier_architecture_keeps_it_float32
     assert abs(metrics.frechet_distance(a, a, clf)) < 1e-3
     assert metrics.frechet_distance(a, a * 0.3, clf) > 0
     assert next(clf.parameters()).dtype == torch.float32
+
+
+def test_linear_probe_with_one_class_predicts_it():
+    z = torch.randn(20, 3)
+    assert metrics.linear_probe_accuracy(z[:10], torch.full((10,), 8), z[10:], torch.tensor([8] * 5 + [1] * 5)) == 0.5
