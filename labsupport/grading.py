@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -472,6 +472,18 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
     return row
 
 
+def _grade_safely(path: Path, student: str, exercises: dict[str, list[dict]], s: Settings, assignment: str | None, executed: Path) -> dict:
+    """A bug in the grader costs one row (status grader-error), not the class's run."""
+    try:
+        return grade_notebook(path, student, exercises, s, assignment, executed)
+    except Exception as err:
+        import traceback
+
+        return {"student": student, "file": str(path), "notebook": assignment, "status": "grader-error", "exercises": [], "cell_errors": [],
+                "truncated_cells": [], "total": 0, "max": 0, "seconds": 0.0,
+                "problems": [f"the grader failed: {type(err).__name__}: {err}", traceback.format_exc()[-2000:]]}
+
+
 # --- collecting submissions and writing the reports ---------------------------------------------
 
 
@@ -553,7 +565,7 @@ def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: 
     subs = find_submissions(paths, exercises)
     rows: list[dict | None] = [None] * len(subs)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, tqdm(total=len(subs), desc="grading", unit="notebook", disable=not progress) as bar:
-        futures = {pool.submit(grade_notebook, f, st, exercises, s, assignment, out / "executed"): k for k, (st, f) in enumerate(subs)}
+        futures = {pool.submit(_grade_safely, f, st, exercises, s, assignment, out / "executed"): k for k, (st, f) in enumerate(subs)}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
             bar.set_postfix_str(f"{rows[futures[fut]]['student']}", refresh=False)
