@@ -153,6 +153,14 @@ del __labsupport_export
 '''
 
 
+def _environment(s: Settings) -> dict[str, str]:
+    """The kernel's and the checks' environment: fast mode, threads, and this very labsupport first on the path."""
+    env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("JPY_SESSION_NAME", None)
+    return env
+
+
 def _export_points(nb, ids: list[str]) -> dict[int, list[str]]:
     """Cell index -> exercises to save after it: cells that define an exercise or call its check."""
     points: dict[int, list[str]] = {}
@@ -216,9 +224,7 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
     from jupyter_core.utils import ensure_async
     from nbclient.exceptions import DeadKernelError
 
-    env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.pop("JPY_SESSION_NAME", None)
+    env = _environment(s)
     points = _export_points(nb, ids)
     last = max(points, default=-1)
     replies: dict[int, dict] = {}
@@ -452,9 +458,7 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
             if executed_dir is not None:
                 executed_dir.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, executed_dir / f"{_safe(student)}__{_safe(path.stem)}.ipynb")
-            env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
-            env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-            results = _check_process(export, ids, s, env, scratch)
+            results = _check_process(export, ids, s, _environment(s), scratch)
             if any(r.get("grader_error") for r in results.values()):
                 row["status"].append("grader-error")
         finally:
