@@ -495,16 +495,23 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "student"
 
 
+def _student_folder(p: Path) -> list[tuple[str, Path]]:
+    files = sorted(f for f in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
+    if not files:
+        print(f"warning: {p} holds no .ipynb file", file=sys.stderr)
+    return [(p.resolve().name, f) for f in files]
+
+
 def find_submissions(paths: list[Path], exercises: dict[str, list[dict]]) -> list[tuple[str, Path]]:
-    """``[(student, notebook file)]``: a folder is one student's notebooks; a file is named after its stem
-    (or after its folder when the file keeps a course notebook's name, e.g. ``alice/03_....ipynb``)."""
+    """``[(student, notebook file)]``: a folder is one student's notebooks (a folder holding only folders is a
+    class: one student per subfolder); a file is named after its stem, or after its folder when the file
+    keeps a course notebook's name (``alice/03_variational_autoencoders.ipynb`` is alice's)."""
     found = []
     for p in paths:
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
-            if not files:
-                print(f"warning: {p} holds no .ipynb file", file=sys.stderr)
-            found += [(p.resolve().name, f) for f in files]
+        if p.is_dir() and not any(p.glob("*.ipynb")) and any(d.is_dir() and not d.name.startswith(".") for d in p.iterdir()):
+            found += [x for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") for x in _student_folder(d)]
+        elif p.is_dir():
+            found += _student_folder(p)
         elif p.is_file():
             found.append((p.resolve().parent.name if p.stem in exercises else p.stem, p))
         else:

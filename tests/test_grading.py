@@ -266,6 +266,18 @@ def test_unknown_assignment_without_option(tmp_path):
     assert name is None and "--assignment" in problem
 
 
+def test_who_is_who(tmp_path):
+    """A file is its stem's, or its folder's when it keeps the course's name; a folder of folders is a class."""
+    course_file = _notebook(tmp_path / "class" / "alice" / "00_start_here.ipynb", "x = 1")
+    _notebook(tmp_path / "class" / "bob" / "part" / "mine.ipynb", "x = 1")
+    (tmp_path / "class" / "bob" / ".ipynb_checkpoints").mkdir()
+    _notebook(tmp_path / "class" / "bob" / ".ipynb_checkpoints" / "mine-checkpoint.ipynb", "x = 1")
+    loose = _notebook(tmp_path / "carol.ipynb", "x = 1")
+    found = grading.find_submissions([tmp_path / "class", course_file, loose], grading.load_exercises())
+    assert [(st, f.name) for st, f in found] == [("alice", "00_start_here.ipynb"), ("bob", "mine.ipynb"),
+                                                 ("alice", "00_start_here.ipynb"), ("carol", "carol.ipynb")]
+
+
 def test_command_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "labsupport.grading", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--jobs" in res.stdout and "--assignment" in res.stdout
