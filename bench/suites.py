@@ -144,3 +144,74 @@ def notebooks(b: Bench) -> None:
             os.environ.pop("LABSUPPORT_FAST", None)
         else:
             os.environ["LABSUPPORT_FAST"] = old
+
+
+@suite
+def toy_gans(b: Bench) -> None:
+    """Vanilla GAN vs WGAN-GP on the ring of 8 and the 5x5 grid (PacGAN protocol), same G steps, several seeds."""
+    from labsupport.train import toy_gan
+
+    seeds = b.pick([0, 1, 2], [0])
+    steps = b.pick(3000, 400)
+    for mix, (real, centers), std in [
+        ("ring", data.ring_of_gaussians(20_000, std=0.01, seed=0), 0.01),
+        ("grid", data.grid_of_gaussians(20_000, std=0.05, seed=0), 0.05),
+    ]:
+        res = {}
+        for method in ("gan", "wgan-gp"):
+            start, runs = time.perf_counter(), []
+            for s in seeds:
+                G, _ = toy_gan(method, real, steps=steps, seed=s)
+                with torch.no_grad():
+                    runs.append(metrics.mode_coverage(G(torch.randn(2500, 2, generator=torch.Generator().manual_seed(99))), centers, std))
+            res[method] = runs
+            secs = time.perf_counter() - start
+            modes = torch.tensor([float(r.modes) for r in runs]).median().item()
+            hq = torch.tensor([r.high_quality for r in runs]).median().item()
+            b.record(f"{mix} ({len(centers)} modes), {method}: modes captured (median of {len(seeds)} seeds, {steps} G steps)",
+                     modes, "modes", None, None, secs, note=f"per seed: {[r.modes for r in runs]}")
+            b.record(f"{mix}, {method}: high-quality fraction (median)", 100 * hq, "%", None, None, 0)
+        ok = all(w.modes >= g.modes for w, g in zip(res["wgan-gp"], res["gan"]))
+        target = "every seed" + (", all 8" if mix == "ring" else "")
+        if mix == "ring":
+            ok = ok and all(w.modes == 8 for w in res["wgan-gp"])
+        b.record(f"{mix}: WGAN-GP covers >= the GAN's modes", float(ok), "bool", target, ok if not b.quick else None, 0)
+
+
+@suite
+def cgan(b: Bench) -> None:
+    """The shipped conditional GAN: label accuracy, classifier IS and FID against the test set."""
+    clf = pretrained.load("classifier", b.device)
+    G = pretrained.load("cgan", b.device)
+    n = b.pick(1000, 200)
+    start = time.perf_counter()
+    images, labels = metrics.conditional_samples(G, n, seed=1)
+    acc = metrics.accuracy(clf, images, labels)
+    b.record(f"cGAN (shipped): label accuracy ({n}/class)", 100 * acc, "%", ">= 95", acc >= 0.95 if not b.quick else acc >= 0.8,
+             time.perf_counter() - start)
+    xt, _ = data.mnist_tensors(train=False)
+    start = time.perf_counter()
+    is_mean, _ = metrics.inception_score(images, clf)
+    b.record("cGAN (shipped): classifier IS", is_mean, "", ">= 8", is_mean >= 8 if not b.quick else None, time.perf_counter() - start)
+    start = time.perf_counter()
+    fid = metrics.frechet_distance(xt[: len(images)], images, clf)
+    b.record("cGAN (shipped): classifier FID vs test set", fid, "", "compare with the floor", None, time.perf_counter() - start)
+
+
+@suite
+def grading(b: Bench) -> None:
+    """Seconds to grade a submission in fast mode (one at a time, and a class with --jobs 2)."""
+    from bench import grading as g
+
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        rc = g.main(["--class-size", str(b.pick(30, 4)), "--jobs", "2"])
+    for line in buf.getvalue().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 6 and cells[1].replace(".", "", 1).isdigit():
+            b.record(f"grading: {cells[0]}", float(cells[1]), cells[2], None, None if cells[4] == "" else cells[4] == "yes", float(cells[5] or 0))
+    b.record("grading: solutions full marks, students zero", float(rc == 0), "bool", "yes", rc == 0, time.perf_counter() - start)
