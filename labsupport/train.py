@@ -353,6 +353,39 @@ def train_gan(
         D.eval()
     return dict(history)
 
+
+class ModeTracker:
+    """``callback`` for :func:`train_gan` on a 2D mixture: every ``every`` steps, draw ``n`` samples from
+    fixed noise, measure :func:`labsupport.metrics.mode_coverage` and keep the samples as a snapshot.
+
+    After training: ``steps``, ``modes``, ``high_quality`` (lists, one entry per measurement) and
+    ``snapshots`` (``{step: (n, 2) samples}``).
+    """
+
+    def __init__(self, centers: torch.Tensor, std: float, every: int = 100, n: int = 2500, seed: int = 0):
+        self.centers, self.std, self.every, self.n, self.seed = centers, std, every, n, seed
+        self.z: torch.Tensor | None = None
+        self.steps: list[int] = []
+        self.modes: list[int] = []
+        self.high_quality: list[float] = []
+        self.snapshots: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, step: int, G: torch.nn.Module, D: torch.nn.Module | None = None) -> None:
+        from .metrics import mode_coverage
+
+        if step % self.every:
+            return
+        dev = next(G.parameters()).device
+        if self.z is None:
+            self.z = torch.randn(self.n, G.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        samples = G(self.z.to(dev)).float().cpu()
+        m = mode_coverage(samples, self.centers, self.std)
+        self.steps.append(step)
+        self.modes.append(m.modes)
+        self.high_quality.append(m.high_quality)
+        self.snapshots[step] = samples
+
 # --- Notebook 05: GAN variants ---
 
 
@@ -405,6 +438,27 @@ def toy_gan(
         hist = train_gan(G, D, batch_sampler(real, seed=seed), d_steps=5, betas=(0.5, 0.9), d_loss=critic_loss,
                          g_loss=lambda fake_scores: -fake_scores.mean(), d_penalty=lambda D, x, fake, y: lam * gradient_penalty(D, x, fake), **common)
     return G, {**hist, **log}
+
+
+def train_conditional_gan(
+    G: torch.nn.Module, D: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, schedule: list[tuple[float, int]],
+    batch_size: int = 64, seed: int = 0, callback: Callable | None = None, device: torch.device | str | None = None,
+) -> dict[str, list[float]]:
+    """:func:`train_gan` on labelled data ``(x, y)`` for ``G(z, y)``, ``D(x, y)``, in phases of falling learning rate.
+
+    ``schedule``: ``[(lr, steps), ...]``, e.g. ``[(8e-4, 2000), (2e-4, 1000)]``: a high rate learns the
+    conditioning fast, lower ones then settle the game (a fixed high rate keeps it oscillating).
+    ``callback(step, G, D)`` gets the step counted across phases. Returns the joined history.
+    """
+    sample, history, done = batch_sampler(x, y, seed=seed), defaultdict(list), 0
+    for phase, (lr, steps) in enumerate(schedule):
+        cb = None if callback is None else (lambda step, G, D, off=done: callback(off + step, G, D))
+        hist = train_gan(G, D, sample, steps=steps, batch_size=batch_size, lr_g=lr, lr_d=lr, callback=cb, device=device,
+                         desc=f"conditional GAN, lr {lr:g}")
+        for k, v in hist.items():
+            history[k] += [done + s for s in v] if k == "step" else v
+        done += steps
+    return dict(history)
 
 
 def train_cyclegan(
