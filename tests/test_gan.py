@@ -1,0 +1,118 @@
+"""The GAN training loop and the mode-coverage machinery of notebook 04."""
+
+import pytest
+import torch
+from torch import nn
+
+from labsupport import data, models
+from labsupport.train import ModeTracker, batch_sampler, gan_d_loss, gan_g_loss, seed_everything, train_gan
+
+
+def test_losses_match_closed_forms():
+    r, f = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
+    want_d = -torch.log(torch.sigmoid(r)).mean() - torch.log(1 - torch.sigmoid(f)).mean()
+    assert torch.allclose(gan_d_loss(r, f), want_d)
+    assert torch.allclose(gan_g_loss(f), -torch.log(torch.sigmoid(f)).mean())
+    # at the equilibrium D = 1/2 everywhere: L_D = 2 log 2, L_G = log 2
+    z = torch.zeros(5)
+    assert torch.allclose(gan_d_loss(z, z), 2 * torch.log(torch.tensor(2.0)))
+
+
+def test_2d_gan_moves_samples_toward_the_data():
+    seed_everything(0)
+    real = torch.tensor([3.0, -2.0]) + 0.1 * torch.randn(4000, 2)
+    G, D = models.MLP2D(2, 2, hidden=32, depth=2), models.MLP2D(2, 1, hidden=32, depth=2)
+    z = torch.randn(500, 2)
+    with torch.no_grad():
+        before = (G(z).mean(0) - real.mean(0)).norm().item()
+    hist = train_gan(G, D, batch_sampler(real), steps=300, batch_size=64, lr_g=2e-3, lr_d=2e-3, device="cpu")
+    with torch.no_grad():
+        after = (G(z).mean(0) - real.mean(0)).norm().item()
+    assert after < 0.25 * before, (before, after)
+    assert set(hist) >= {"step", "d_loss", "g_loss", "d_real", "d_fake", "seconds"}
+    assert len(hist["d_loss"]) == 300 and hist["step"][-1] == 300
+    assert not G.training and not D.training
+
+
+class _Counting(nn.Module):
+    """Wraps a module and counts its forward calls (and remembers whether labels came along)."""
+
+    def __init__(self, net, latent_dim=None):
+        super().__init__()
+        self.net, self.calls, self.with_labels = net, 0, 0
+        if latent_dim is not None:
+            self.latent_dim = latent_dim
+
+    def forward(self, x, y=None):
+        self.calls += 1
+        self.with_labels += y is not None
+        return self.net(x if y is None else x + y[:, None].float())
+
+
+def test_d_steps_and_conditional_batches():
+    x, y = torch.randn(256, 2), torch.randint(0, 3, (256,))
+    G = _Counting(models.MLP2D(2, 2, hidden=8, depth=1), latent_dim=2)
+    D = _Counting(models.MLP2D(2, 1, hidden=8, depth=1))
+    train_gan(G, D, batch_sampler(x, y), steps=4, d_steps=3, batch_size=16, device="cpu")
+    assert D.calls == 4 * (3 * 2 + 1)  # per iteration: real + fake for each D step, then one for the G step
+    assert G.calls == 4 * (3 + 1)
+    assert D.with_labels == D.calls and G.with_labels == G.calls
+
+
+def test_discriminator_step_leaves_generator_alone():
+    G, D = models.MLP2D(2, 2, hidden=8, depth=1), models.MLP2D(2, 1, hidden=8, depth=1)
+    before = [p.detach().clone() for p in G.parameters()]
+    # lr_g = 0: only the discriminator may change
+    train_gan(G, D, batch_sampler(torch.randn(100, 2)), steps=3, lr_g=0.0, lr_d=1e-2, batch_size=8, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(before, G.parameters()))
+
+
+def test_dcgan_shapes_and_ranges():
+    G, D = models.DCGANGenerator(latent_dim=16, width=8), models.DCGANDiscriminator(width=8)
+    img = G(torch.randn(3, 16))
+    assert img.shape == (3, 1, 28, 28) and img.min() >= 0 and img.max() <= 1
+    assert D(img).shape == (3,)
+    hist = train_gan(G, D, batch_sampler(torch.rand(64, 1, 28, 28)), steps=2, batch_size=8, device="cpu")
+    assert len(hist["g_loss"]) == 2
+
+
+def test_nan_losses_are_a_clear_error():
+    class NanD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.w * x[:, 0] * float("nan")
+
+    G = models.MLP2D(2, 2, hidden=4, depth=1)
+    with pytest.raises(FloatingPointError, match="lower the learning rates"):
+        train_gan(G, NanD(), batch_sampler(torch.randn(50, 2)), steps=2, batch_size=8, device="cpu")
+
+
+class _MixtureG(nn.Module):
+    """A generator that samples a Gaussian mixture exactly (or only one of its modes when collapsed)."""
+
+    def __init__(self, centers, std, collapsed=False):
+        super().__init__()
+        self.centers, self.std, self.collapsed = centers, std, collapsed
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.latent_dim = 3
+
+    def forward(self, z):
+        idx = torch.zeros(len(z), dtype=torch.long) if self.collapsed else (z[:, 0].argsort().argsort() * len(self.centers)) // len(z)
+        return self.centers[idx] + self.std * z[:, 1:]
+
+
+def test_mode_tracker_counts_modes_and_high_quality():
+    _, centers = data.grid_of_gaussians(10, std=0.05)
+    good, bad = ModeTracker(centers, 0.05, every=10), ModeTracker(centers, 0.05, every=10)
+    for step in range(1, 31):
+        good(step, _MixtureG(centers, 0.05))
+        bad(step, _MixtureG(centers, 0.05, collapsed=True))
+    assert good.steps == [10, 20, 30] and set(good.snapshots) == {10, 20, 30}
+    assert good.snapshots[10].shape == (2500, 2)
+    assert good.modes == [25, 25, 25] and all(q > 0.97 for q in good.high_quality)
+    assert bad.modes == [1, 1, 1] and all(q > 0.97 for q in bad.high_quality)
+    # fixed noise: the same generator gives the same snapshot every time
+    assert torch.equal(good.snapshots[10], good.snapshots[30])
