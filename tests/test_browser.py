@@ -66,7 +66,8 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def jupyterlab(tmp_path, mnist_available):
-    """A running JupyterLab serving a copy of the explorer notebook; yields (url, token). Always stopped."""
+    """A running JupyterLab serving a copy of the explorer notebook; yields (url, token, chromium). Always stopped."""
+    chromium = _chromium()  # skip or fail before starting anything
     work = tmp_path / "lab"
     work.mkdir()
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
@@ -96,7 +97,7 @@ def jupyterlab(tmp_path, mnist_available):
                 log.flush()
                 pytest.fail(f"JupyterLab did not start (exit code {server.poll()}):\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url, token
+        yield url, token, chromium
     finally:
         _stop(server)
         log.close()
@@ -142,8 +143,7 @@ def _number(readout: str) -> float:
 def test_explorers_redraw_in_jupyterlab(jupyterlab):
     from playwright.sync_api import sync_playwright
 
-    chromium = _chromium()
-    url, token = jupyterlab
+    url, token, chromium = jupyterlab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
