@@ -215,3 +215,50 @@ def grading(b: Bench) -> None:
         if len(cells) >= 6 and cells[1].replace(".", "", 1).isdigit():
             b.record(f"grading: {cells[0]}", float(cells[1]), cells[2], None, None if cells[4] == "" else cells[4] == "yes", float(cells[5] or 0))
     b.record("grading: solutions full marks, students zero", float(rc == 0), "bool", "yes", rc == 0, time.perf_counter() - start)
+
+
+# --- Notebook 04: mode collapse and DCGAN, with the notebook's settings ---
+
+
+@suite
+def gan_collapse(b: Bench) -> None:
+    """Notebook 04's vanilla GAN on the 5x5 grid (sigma 0.05, PacGAN protocol): modes over training, several seeds."""
+    from labsupport.models import MLP2D
+    from labsupport.train import ModeTracker, batch_sampler, train_gan
+
+    seeds, steps = b.pick([0, 1, 2], [0]), b.pick(5000, 600)
+    x, centers = data.grid_of_gaussians(50_000, std=0.05, seed=0)
+    for s in seeds:
+        torch.manual_seed(s)
+        G, D = MLP2D(2, 2, hidden=128), MLP2D(2, 1, hidden=128)
+        tr = ModeTracker(centers, 0.05, every=100, seed=s)
+        start = time.perf_counter()
+        train_gan(G, D, batch_sampler(x, seed=s), steps=steps, batch_size=128, lr_g=1e-3, lr_d=1e-3, callback=tr, device="cpu", desc=f"grid seed {s}")
+        b.record(f"grid GAN seed {s}: modes captured after {steps} steps", tr.modes[-1], "of 25", None, None, time.perf_counter() - start,
+                 note=f"{100 * tr.high_quality[-1]:.1f}% high-quality; modes over training min {min(tr.modes)} max {max(tr.modes)}")
+
+
+@suite
+def dcgan(b: Bench) -> None:
+    """Notebook 04's DCGAN (width 32, z 64, batch 64, Adam 5e-4, beta1 0.5) on all of MNIST: classifier IS and FID vs floor."""
+    from labsupport.models import DCGANDiscriminator, DCGANGenerator
+    from labsupport.train import batch_sampler, seed_everything, train_gan
+
+    steps, n = b.pick(3000, 150), b.pick(5000, 1000)
+    clf = pretrained.load("classifier", b.device)
+    x, _ = data.mnist_tensors(train=True)
+    xt, _ = data.mnist_tensors(train=False)
+    seed_everything(b.seed)
+    G, D = DCGANGenerator(latent_dim=64, width=32), DCGANDiscriminator(width=32)
+    start = time.perf_counter()
+    hist = train_gan(G, D, batch_sampler(x, seed=b.seed), steps=steps, batch_size=64, lr_g=5e-4, lr_d=5e-4, betas=(0.5, 0.999), device=b.device)
+    secs = time.perf_counter() - start
+    with torch.no_grad():
+        fake = torch.cat([G(torch.randn(500, 64, device=b.device)).cpu() for _ in range(n // 500)])
+    is_mean, _ = metrics.inception_score(fake, clf)
+    fid = metrics.frechet_distance(xt[:n], fake, clf)
+    floor = metrics.frechet_distance(xt[:n], xt[5000 : 5000 + n], clf)
+    b.record(f"DCGAN ({steps} steps): classifier IS ({n} samples)", is_mean, "", ">= 8", is_mean >= 8 if not b.quick else None, secs,
+             note=f"training {hist['seconds'][-1]:.0f} s")
+    b.record(f"DCGAN ({steps} steps): classifier FID vs test", fid, "", f"floor {floor:.1f}", None, 0)
+    b.record(f"real vs real classifier FID floor (test halves, {n} vs {n})", floor, "", None, None, 0)
