@@ -4,7 +4,7 @@
     python -m labsupport.grading SUBMISSIONS... --out DIR
 
 A submission is a notebook file, or a folder holding one student's notebooks (the folder name is the
-student). For each notebook:
+student); a folder holding only folders is a class, one student per folder. For each notebook:
 
 1. Which assignment it answers comes from its metadata (``metadata.labsupport.notebook``, written by
    ``python -m labsupport.course build``); its exercise ids and points come from the course's own list,
