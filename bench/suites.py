@@ -262,3 +262,36 @@ def dcgan(b: Bench) -> None:
              note=f"training {hist['seconds'][-1]:.0f} s")
     b.record(f"DCGAN ({steps} steps): classifier FID vs test", fid, "", f"floor {floor:.1f}", None, 0)
     b.record(f"real vs real classifier FID floor (test halves, {n} vs {n})", floor, "", None, None, 0)
+
+
+@suite
+def gan_variants(b: Bench) -> None:
+    """Notebook 05: WGAN-GP vs the vanilla GAN on the ring and grid (same nets, batch, G steps; median over seeds), the shipped cGAN."""
+    from labsupport.train import toy_gan
+
+    steps, seeds = b.pick(1000, 200), b.pick([0, 1, 2], [0])
+    for name, (x, centers), std in [("ring", data.ring_of_gaussians(50_000, seed=0), 0.01), ("grid", data.grid_of_gaussians(50_000, seed=0), 0.05)]:
+        res = {}
+        for method in ("gan", "wgan-gp"):
+            covs, start = [], time.perf_counter()
+            for seed in seeds:
+                G, _ = toy_gan(method, x, steps=steps, seed=seed, lam=0.1)
+                with torch.no_grad():
+                    covs.append(metrics.mode_coverage(G(torch.randn(2500, 2, generator=torch.Generator().manual_seed(100 + seed))), centers, std))
+            res[method] = covs
+            med = lambda v: torch.tensor(v, dtype=torch.float64).median().item()
+            secs = time.perf_counter() - start
+            note = f"{steps} G steps, seeds {seeds}, per seed {[c.modes for c in covs]}"
+            b.record(f"05 {name} {method}: modes (median)", med([c.modes for c in covs]), f"of {len(centers)}", None, None, secs, note=note)
+            b.record(f"05 {name} {method}: high-quality fraction (median)", 100 * med([c.high_quality for c in covs]), "%", None, None, 0)
+            b.record(f"05 {name} {method}: reverse KL (median)", med([c.reverse_kl for c in covs]), "nats", None, None, 0)
+        never_fewer = all(w.modes >= g.modes for w, g in zip(res["wgan-gp"], res["gan"]))
+        b.record(f"05 {name}: WGAN-GP modes >= GAN modes in every seed", float(never_fewer), "bool", "1", never_fewer, 0)
+        if name == "ring":
+            all8 = all(c.modes == 8 for c in res["wgan-gp"])
+            b.record("05 ring: WGAN-GP captures all 8 modes in every seed", float(all8), "bool", "1", all8, 0)
+    clf = pretrained.load("classifier", b.device)
+    G = pretrained.load("cgan", b.device)
+    start = time.perf_counter()
+    acc = metrics.label_accuracy(G, clf, n_per_class=1000, seed=1)
+    b.record("05 shipped cGAN: label accuracy (10 000 digits)", 100 * acc, "%", ">= 95", acc >= 0.95, time.perf_counter() - start)

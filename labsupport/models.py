@@ -207,9 +207,9 @@ class CycleGenerator(nn.Module):
     def __init__(self, c_in: int, c_out: int, width: int = 16):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c_in, width, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, c_out, 3, padding=1),
         )
 
@@ -218,14 +218,14 @@ class CycleGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN-style critic: scores overlapping patches of a ``(B, c, 28, 28)`` image, returns their mean ``(B,)``."""
+    """PatchGAN-style critic: scores overlapping patches of a ``(B, c, H, W)`` image (H, W >= 8), returns their mean ``(B,)``."""
 
     def __init__(self, c_in: int, width: int = 16):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, width, 4, 2, 1), nn.LeakyReLU(0.2),       # 14x14
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # 7x7
-            nn.Conv2d(2 * width, 1, 3, padding=1),                    # one score per 7x7 patch position
+            nn.Conv2d(c_in, width, 4, 2, 1), nn.LeakyReLU(0.2),       # H/2
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),  # H/4
+            nn.Conv2d(2 * width, 1, 3, padding=1),                    # one score per patch position
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

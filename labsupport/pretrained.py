@@ -67,25 +67,25 @@ def _vae_spec(latent_dim: int, hidden: int, epochs: int) -> Callable[[], Spec]:
     return make
 
 
-def _cgan_spec(epochs: int = 8, batch_size: int = 64, lr: float = 8e-4) -> Spec:
-    """Conditional MLP GAN (projection discriminator) on all 60 000 digits; only the generator is shipped."""
+def _cgan_spec(schedule: tuple[tuple[float, float], ...] = ((8e-4, 6), (2e-4, 3), (5e-5, 2)), batch_size: int = 64) -> Spec:
+    """Conditional MLP GAN (projection discriminator) on all 60 000 digits, ``schedule`` = (lr, epochs) phases; only G is shipped."""
     from .models import ConditionalDiscriminator, ConditionalGenerator
 
     def fit_cgan(dev: torch.device) -> tuple[nn.Module, dict]:
         from . import metrics
         from .data import mnist_tensors
-        from .train import batch_sampler, train_gan
+        from .train import train_conditional_gan
 
         x, y = mnist_tensors(train=True)
         G, D = ConditionalGenerator().to(dev), ConditionalDiscriminator().to(dev)
-        steps = epochs * len(x) // batch_size
-        train_gan(G, D, batch_sampler(x, y, seed=0), steps=steps, batch_size=batch_size, lr_g=lr, lr_d=lr, device=dev, desc="cGAN")
+        steps = [(lr, int(epochs * len(x) // batch_size)) for lr, epochs in schedule]
+        train_conditional_gan(G, D, x, y, schedule=steps, batch_size=batch_size, device=dev)
         clf = load("classifier", dev)
         images, labels = metrics.conditional_samples(G, 1000, seed=1)
         xt, _ = mnist_tensors(train=False)
         return G, {"label_accuracy": round(metrics.accuracy(clf, images, labels), 4),
                    "fid_vs_test": round(metrics.frechet_distance(xt, images, clf), 2),
-                   "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr}
+                   "epochs": sum(e for _, e in schedule), "schedule_lr_steps": steps, "batch_size": batch_size}
 
     return Spec(build=ConditionalGenerator, train=fit_cgan)
 
