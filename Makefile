@@ -1,6 +1,6 @@
 # The two commands of the course (see README.md):
 #   make lab    set up .venv and open the course in JupyterLab
-#   make test   set up .venv and run every test (fast mode)
+#   make test   set up .venv, run every test (fast mode) and the quick bench (smoke floors)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,6 +23,7 @@ lab: setup
 
 test: setup
 	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=15
+	$(BIN)/python -m bench --quick
 
 build: setup
 	$(BIN)/python -m labsupport.course build

@@ -51,7 +51,8 @@ def vae(b: Bench) -> None:
         seed_everything(b.seed)
         model = model.to(b.device)
         start = time.perf_counter()
-        hist = train_vae(model, x, max_seconds=budget, loss=loss, device=b.device, desc=name, seed=b.seed)
+        # ours: the shipped recipe (cosine lr decay over the budget); the reference: its own (constant Adam 1e-3)
+        hist = train_vae(model, x, max_seconds=budget, loss=loss, device=b.device, desc=name, seed=b.seed, lr_decay=loss is None)
         ev = metrics.evaluate_vae(model, n_elbo=10_000, n_iw=n_iw, k=k, seed=b.seed)
         secs = time.perf_counter() - start
         epochs = len(hist["loss"]) * 128 / len(x)
@@ -65,7 +66,7 @@ def vae(b: Bench) -> None:
     ratio = results["ours"]["test_iw_nll"] / results["pytorch/examples"]["test_iw_nll"]
     b.record("VAE ours / pytorch/examples IW-NLL", ratio, "ratio", "< 1", ratio < 1, 0)
     if b.quick:  # loose smoke floor: a VAE that learned anything beats 150 nats within seconds
-        b.record("VAE quick floor: ours IW-NLL", results["ours"]["test_iw_nll"], "nats", "< 160", results["ours"]["test_iw_nll"] < 160, 0)
+        b.record("VAE quick floor: ours IW-NLL", results["ours"]["test_iw_nll"], "nats", "< 160 (quick floor)", results["ours"]["test_iw_nll"] < 160, 0)
 
 
 @suite
@@ -122,7 +123,11 @@ def sliders(b: Bench) -> None:
 
 @suite
 def notebooks(b: Bench) -> None:
-    """Wall time of every notebook, executed with nbclient, in fast mode and (full run) normal mode."""
+    """Wall time of every notebook, executed with nbclient, in fast mode and (full run) normal mode,
+    and the numbers the notebooks hand over with ``metrics.report`` (CycleGAN identity, anomaly AUROC, ...)."""
+    import json
+    import tempfile
+
     from labsupport import course
 
     paths = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -134,48 +139,23 @@ def notebooks(b: Bench) -> None:
         for mode, flag in modes:
             os.environ["LABSUPPORT_FAST"] = flag
             for p in paths:
+                report = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+                os.environ["LABSUPPORT_REPORT"] = str(report)
                 res = course.run(p)
+                for line in report.read_text().splitlines():
+                    r = json.loads(line)
+                    b.record(f"{p.stem[:2]} ({mode}): {r['name']}", r["value"], r["unit"], None, None, 0)
+                report.unlink()
                 limit = {"fast": 90, "normal": 600 if p.stem.startswith("06") else 300}[mode]
                 ok = res["error"] is None and res["seconds"] <= limit
                 b.record(f"notebook {p.stem} ({mode} mode)", res["seconds"], "s", f"<= {limit}", ok, res["seconds"],
                          note=res["error"] or "")
     finally:
+        os.environ.pop("LABSUPPORT_REPORT", None)
         if old is None:
             os.environ.pop("LABSUPPORT_FAST", None)
         else:
             os.environ["LABSUPPORT_FAST"] = old
-
-
-@suite
-def toy_gans(b: Bench) -> None:
-    """Vanilla GAN vs WGAN-GP on the ring of 8 and the 5x5 grid (PacGAN protocol), same G steps, several seeds."""
-    from labsupport.train import toy_gan
-
-    seeds = b.pick([0, 1, 2], [0])
-    steps = b.pick(3000, 400)
-    for mix, (real, centers), std in [
-        ("ring", data.ring_of_gaussians(20_000, std=0.01, seed=0), 0.01),
-        ("grid", data.grid_of_gaussians(20_000, std=0.05, seed=0), 0.05),
-    ]:
-        res = {}
-        for method in ("gan", "wgan-gp"):
-            start, runs = time.perf_counter(), []
-            for s in seeds:
-                G, _ = toy_gan(method, real, steps=steps, seed=s)
-                with torch.no_grad():
-                    runs.append(metrics.mode_coverage(G(torch.randn(2500, 2, generator=torch.Generator().manual_seed(99))), centers, std))
-            res[method] = runs
-            secs = time.perf_counter() - start
-            modes = torch.tensor([float(r.modes) for r in runs]).median().item()
-            hq = torch.tensor([r.high_quality for r in runs]).median().item()
-            b.record(f"{mix} ({len(centers)} modes), {method}: modes captured (median of {len(seeds)} seeds, {steps} G steps)",
-                     modes, "modes", None, None, secs, note=f"per seed: {[r.modes for r in runs]}")
-            b.record(f"{mix}, {method}: high-quality fraction (median)", 100 * hq, "%", None, None, 0)
-        ok = all(w.modes >= g.modes for w, g in zip(res["wgan-gp"], res["gan"]))
-        target = "every seed" + (", all 8" if mix == "ring" else "")
-        if mix == "ring":
-            ok = ok and all(w.modes == 8 for w in res["wgan-gp"])
-        b.record(f"{mix}: WGAN-GP covers >= the GAN's modes", float(ok), "bool", target, ok if not b.quick else None, 0)
 
 
 @suite
@@ -187,8 +167,8 @@ def cgan(b: Bench) -> None:
     start = time.perf_counter()
     images, labels = metrics.conditional_samples(G, n, seed=1)
     acc = metrics.accuracy(clf, images, labels)
-    b.record(f"cGAN (shipped): label accuracy ({n}/class)", 100 * acc, "%", ">= 95", acc >= 0.95 if not b.quick else acc >= 0.8,
-             time.perf_counter() - start)
+    if b.quick:  # the full run records it in gan_variants, on 1000 per class
+        b.record(f"cGAN (shipped): label accuracy ({n}/class)", 100 * acc, "%", ">= 80 (quick floor)", acc >= 0.8, time.perf_counter() - start)
     xt, _ = data.mnist_tensors(train=False)
     start = time.perf_counter()
     is_mean, _ = metrics.inception_score(images, clf)
@@ -244,14 +224,16 @@ def dcgan(b: Bench) -> None:
     from labsupport.models import DCGANDiscriminator, DCGANGenerator
     from labsupport.train import batch_sampler, seed_everything, train_gan
 
-    steps, n = b.pick(3000, 150), b.pick(5000, 1000)
+    # the target is stated for a 5-minute budget: train for that long (quick: 150 steps)
+    steps, budget, n = b.pick(10**6, 150), b.pick(300.0, None), b.pick(5000, 1000)
     clf = pretrained.load("classifier", b.device)
     x, _ = data.mnist_tensors(train=True)
     xt, _ = data.mnist_tensors(train=False)
     seed_everything(b.seed)
     G, D = DCGANGenerator(latent_dim=64, width=32), DCGANDiscriminator(width=32)
     start = time.perf_counter()
-    hist = train_gan(G, D, batch_sampler(x, seed=b.seed), steps=steps, batch_size=64, lr_g=1e-3, lr_d=2e-4, betas=(0.5, 0.999), device=b.device)
+    hist = train_gan(G, D, batch_sampler(x, seed=b.seed), steps=steps, batch_size=64, lr_g=1e-3, lr_d=2e-4, betas=(0.5, 0.999), device=b.device, max_seconds=budget)
+    steps = len(hist["step"])
     secs = time.perf_counter() - start
     with torch.no_grad():
         fake = torch.cat([G(torch.randn(500, 64, device=b.device)).cpu() for _ in range(n // 500)])

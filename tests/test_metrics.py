@@ -72,3 +72,16 @@ def test_shipped_classifier_is_accurate(mnist_available):
     assert feats.shape == (8, 128)
     mean, _ = metrics.inception_score(x, clf)
     assert mean > 9.0, "real digits should score close to 10"
+
+
+def test_report_hands_numbers_to_the_bench(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("LABSUPPORT_REPORT", raising=False)
+    metrics.report("ignored", 1.0)  # no file named: a no-op
+    f = tmp_path / "r.jsonl"
+    monkeypatch.setenv("LABSUPPORT_REPORT", str(f))
+    metrics.report("AUROC", 0.75)
+    metrics.report("accuracy", 93.0, "%")
+    rows = [json.loads(line) for line in f.read_text().splitlines()]
+    assert rows == [{"name": "AUROC", "value": 0.75, "unit": ""}, {"name": "accuracy", "value": 93.0, "unit": "%"}]
