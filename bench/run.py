@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI smoke run: minutes, small budgets, loose floors")
     p.add_argument("--only", nargs="*", choices=sorted(SUITES), help="run only these suites")
     p.add_argument("--device", default=None)
+    p.add_argument("--notebook-modes", nargs="+", choices=["fast", "normal"], default=None,
+                   help="modes the notebooks suite runs (default: fast, plus normal in a full run)")
     p.add_argument("--readme", action="store_true", help="only rewrite the README results section from bench/results.json")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = setup(seed=0, device=args.device)
     bench = Bench(args.quick, device)
+    bench.notebook_modes = args.notebook_modes
     failures = []
     for name in args.only or list(SUITES):
         print(f"## {name}", flush=True)

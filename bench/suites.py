@@ -133,7 +133,8 @@ def notebooks(b: Bench) -> None:
     paths = sorted((ROOT / "solutions").glob("*.ipynb"))
     if b.quick:
         paths = paths[:1]
-    modes = [("fast", "1")] + ([] if b.quick else [("normal", "0")])
+    wanted = getattr(b, "notebook_modes", None) or (["fast"] if b.quick else ["fast", "normal"])
+    modes = [(m, "1" if m == "fast" else "0") for m in wanted]
     old = os.environ.get("LABSUPPORT_FAST")
     try:
         for mode, flag in modes:

@@ -174,13 +174,17 @@ def train(name: str, device: torch.device | str | None = None, keep: bool = True
 
 
 def load_or_train(name: str, retrain: bool = False, device: torch.device | str | None = None) -> nn.Module:
-    """The shipped model when present (and ``retrain`` is False); otherwise train it now (and keep it)."""
+    """The shipped model when present (and ``retrain`` is False); otherwise train it now.
+
+    A model trained here is not written over the shipped file (only ``python -m labsupport.pretrained
+    train`` does that), so a notebook never changes the package it runs from.
+    """
     from .train import get_device
 
     dev = get_device(device)
     if retrain or not path_of(name).exists():
         print(f"training {name!r} from scratch ...")
-        model, metrics = train(name, dev)
+        model, metrics = train(name, dev, keep=False)
         print(f"trained {name!r}: {metrics}")
         return model.to(dev)
     model = load(name, dev)
