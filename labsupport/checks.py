@@ -263,12 +263,14 @@ def check_add_noise(fn: Callable) -> None:
     mean, std = out.mean().item(), out.std().item()
     if std < 1e-6:
         raise CheckFailed("The output equals the input: no noise was added.")
-    if abs(mean - 0.5) > 0.01:
-        raise CheckFailed(f"On grey images (0.5) the noisy mean is {mean:.3f}: the noise is not centred on 0. "
-                          "torch.rand is uniform on [0, 1]; use torch.randn (or randn_like), which has mean 0.")
     per_image = out.flatten(1).std(1)
     if bool((per_image < 0.2 * std).all()):
         raise CheckFailed("Inside one image all pixels got the same noise. Draw independent noise for every pixel (torch.randn_like(x)).")
+    if torch.allclose(out[0], out[1]):
+        raise CheckFailed("Every image in the batch got the same noise pattern. Draw noise of the full shape (B, 1, 28, 28).")
+    if abs(mean - 0.5) > 0.01:
+        raise CheckFailed(f"On grey images (0.5) the noisy mean is {mean:.3f}: the noise is not centred on 0. "
+                          "torch.rand is uniform on [0, 1]; use torch.randn (or randn_like), which has mean 0.")
     if abs(std - 0.01) < 0.002:
         raise CheckFailed(f"The noise has std {std:.4f} = 0.1 squared: you multiplied by the variance std**2. Multiply randn by std.")
     sqrt_mistake = (0.5 + math.sqrt(0.1) * torch.randn(64 * 784, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).clamp(0, 1)
@@ -276,8 +278,6 @@ def check_add_noise(fn: Callable) -> None:
         raise CheckFailed(f"The noise has std {std:.3f} = sqrt(0.1): std is already a standard deviation, multiply randn by it directly.")
     if abs(std - 0.1) > 0.005:
         raise CheckFailed(f"The noise should have standard deviation 0.1, got {std:.4f}. Add std * torch.randn_like(x).")
-    if torch.allclose(out[0], out[1]):
-        raise CheckFailed("Every image in the batch got the same noise pattern. Draw noise of the full shape (B, 1, 28, 28).")
     again = call(fn, grey, 0.1)
     if torch.allclose(again.detach().double(), out):
         raise CheckFailed("Two calls gave identical noise: draw fresh random noise on every call (no fixed seed inside add_noise).")
