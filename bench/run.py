@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--notebook-modes", nargs="+", choices=["fast", "normal"], default=None,
                    help="modes the notebooks suite runs (default: fast, plus normal in a full run)")
+    p.add_argument("--notebooks", nargs="+", default=None, metavar="PREFIX",
+                   help="notebooks suite: only the notebooks whose names start with these (e.g. 03 05)")
     p.add_argument("--readme", action="store_true", help="only rewrite the README results section from bench/results.json")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     device = setup(seed=0, device=args.device)
     bench = Bench(args.quick, device)
     bench.notebook_modes = args.notebook_modes
+    bench.notebook_prefixes = args.notebooks
     failures = []
     for name in args.only or list(SUITES):
         print(f"## {name}", flush=True)

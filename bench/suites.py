@@ -131,7 +131,9 @@ def notebooks(b: Bench) -> None:
     from labsupport import course
 
     paths = sorted((ROOT / "solutions").glob("*.ipynb"))
-    if b.quick:
+    if getattr(b, "notebook_prefixes", None):
+        paths = [p for p in paths if p.stem.startswith(tuple(b.notebook_prefixes))]
+    elif b.quick:
         paths = paths[:1]
     wanted = getattr(b, "notebook_modes", None) or (["fast"] if b.quick else ["fast", "normal"])
     modes = [(m, "1" if m == "fast" else "0") for m in wanted]
