@@ -38,10 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--class-size", type=int, default=30)
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args(argv)
+    load = os.getloadavg()[0]
+    records = measure(args.notebook, args.class_size, args.jobs)
+    print(table(records))
+    print(f"\n{machine()}; load average before: {load:.1f}, after: {os.getloadavg()[0]:.1f} "
+          f"(other processes on this machine slow these numbers down)")
+    return 0 if all(r["pass"] is not False for r in records) else 1
+
+
+def measure(notebook: str = "00_start_here", class_size: int = 30, jobs: int = 2) -> list[dict]:
+    """Grade one solution, one untouched student notebook, and a class of ``class_size``; return the records."""
     os.environ.setdefault("LABSUPPORT_THREADS", "1")
     s = grading.Settings(threads=int(os.environ["LABSUPPORT_THREADS"]))  # fast mode, default time limits
     records = []
-    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sub = tmp / "class"
@@ -49,29 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         for kind, folder in (("solution", "solutions"), ("student", "notebooks")):
             one = tmp / kind
             one.mkdir()
-            shutil.copy(ROOT / folder / f"{args.notebook}.ipynb", one / f"{kind}.ipynb")
+            shutil.copy(ROOT / folder / f"{notebook}.ipynb", one / f"{kind}.ipynb")
             start = time.perf_counter()
             [row] = grading.grade([one / f"{kind}.ipynb"], tmp / f"out-{kind}", s, jobs=1, progress=False)
             wall = time.perf_counter() - start
             ok = row["total"] == (row["max"] if kind == "solution" else 0)
-            records.append(_record(f"grade one {kind} notebook ({args.notebook}, fast mode)", wall, "s", ok, wall,
+            records.append(_record(f"grade one {kind} notebook ({notebook}, fast mode)", wall, "s", ok, wall,
                                    f"{row['total']}/{row['max']} points, status {row['status']}"))
-        for k in range(args.class_size):
+        for k in range(class_size):
             kind, folder = ("solution", "solutions") if k % 2 == 0 else ("student", "notebooks")
-            shutil.copy(ROOT / folder / f"{args.notebook}.ipynb", sub / f"student{k:02d}_{kind}.ipynb")
+            shutil.copy(ROOT / folder / f"{notebook}.ipynb", sub / f"student{k:02d}_{kind}.ipynb")
         start, cpu = time.perf_counter(), _cpu()
-        rows = grading.grade(sorted(sub.glob("*.ipynb")), tmp / "out-class", s, jobs=args.jobs, progress=True)
+        rows = grading.grade(sorted(sub.glob("*.ipynb")), tmp / "out-class", s, jobs=jobs, progress=True)
         wall = time.perf_counter() - start
         ok = all(r["total"] == (r["max"] if "solution" in r["file"] else 0) for r in rows)
-        records.append(_record(f"grade a class of {args.class_size} ({args.notebook}, --jobs {args.jobs})", wall, "s", ok, wall,
+        records.append(_record(f"grade a class of {class_size} ({notebook}, --jobs {jobs})", wall, "s", ok, wall,
                                "half solutions, half untouched student notebooks"))
-        records.append(_record("  per submission in that class", wall / args.class_size, "s", None, 0))
-        records.append(_record("  CPU time per submission (grader, kernels, checks)", (_cpu() - cpu) / args.class_size, "s", None, 0,
+        records.append(_record("  per submission in that class", wall / class_size, "s", None, 0))
+        records.append(_record("  CPU time per submission (grader, kernels, checks)", (_cpu() - cpu) / class_size, "s", None, 0,
                                "less sensitive to other load than wall time"))
-    print(table(records))
-    print(f"\n{machine()}; load average before: {load:.1f}, after: {os.getloadavg()[0]:.1f} "
-          f"(other processes on this machine slow these numbers down)")
-    return 0 if all(r["pass"] is not False for r in records) else 1
+    return records
 
 
 if __name__ == "__main__":
