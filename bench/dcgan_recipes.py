@@ -3,7 +3,7 @@
     python -m bench.dcgan_recipes                  # 150 s per variant (about 25 min with evaluation)
     python -m bench.dcgan_recipes --budget 20 --only base lr4d2
 
-Each variant trains notebook 04's DCGAN (z 64, batch 64 unless stated) on all of MNIST for the same
+Each variant trains notebook 04's DCGAN (width 32, batch 64 unless stated) on all of MNIST for the same
 wall-clock budget, then prints the classifier IS and FID of 5000 samples (generator in eval mode)
 and of an exponential moving average of the generator's weights (decay 0.999). Equal *time*, not
 equal steps: a wider network or a larger batch must earn its cost.
@@ -36,7 +36,7 @@ def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
 
 
-# name -> (generator width, discriminator width, D transform, train_gan keyword arguments)
+# name -> (generator width, discriminator width, D transform, train_gan keyword arguments); z has 64 dimensions unless "z" is given
 VARIANTS = {
     "base": (32, 32, None, dict(lr_g=1e-3, lr_d=2e-4)),
     "D without batch norm": (32, 32, _no_bn, dict(lr_g=1e-3, lr_d=2e-4)),
@@ -47,10 +47,12 @@ VARIANTS = {
     "hinge + spectral norm, lr 1e-3 both": (32, 32, _spectral, dict(lr_g=1e-3, lr_d=1e-3, d_loss=_hinge_d, g_loss=lambda f: -f.mean())),
     "lr G 2e-3 / D 4e-4": (32, 32, None, dict(lr_g=2e-3, lr_d=4e-4)),
     "lr G 4e-3 / D 8e-4": (32, 32, None, dict(lr_g=4e-3, lr_d=8e-4)),
-    "lr G 4e-3 / D 2e-3 (notebook 04)": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3)),
+    "lr G 4e-3 / D 2e-3": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3)),
     "lr G 4e-3 / D 4e-3": (32, 32, None, dict(lr_g=4e-3, lr_d=4e-3)),
     "lr G 4e-3 / D 2e-3, G width 64": (64, 32, None, dict(lr_g=4e-3, lr_d=2e-3)),
     "lr G 4e-3 / D 2e-3, D without batch norm": (32, 32, _no_bn, dict(lr_g=4e-3, lr_d=2e-3)),
+    "lr G 4e-3 / D 2e-3, z 16 (notebook 04)": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3, z=16)),
+    "lr G 4e-3 / D 2e-3, z 8": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3, z=8)),
 }
 
 
@@ -69,7 +71,8 @@ def main() -> None:
         if args.only and not name.startswith(tuple(args.only)):
             continue
         seed_everything(0)
-        G, D = DCGANGenerator(64, gw), DCGANDiscriminator(dw)
+        kw = dict(kw)
+        G, D = DCGANGenerator(kw.pop("z", 64), gw), DCGANDiscriminator(dw)
         D = transform(D) if transform else D
         ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
         kw = {"batch_size": 64, "betas": (0.5, 0.999), **kw}
@@ -80,7 +83,7 @@ def main() -> None:
             g.eval()
             torch.manual_seed(1)
             with torch.no_grad():
-                fake = torch.cat([g(torch.randn(500, 64)) for _ in range(args.samples // 500)])
+                fake = torch.cat([g(torch.randn(500, g.latent_dim)) for _ in range(args.samples // 500)])
             scores += [metrics.inception_score(fake, clf)[0], metrics.frechet_distance(xt[: len(fake)], fake, clf)]
         rows.append((name, len(hist["step"]), *scores))
         print(f"{name}: {rows[-1][1:]}", flush=True)
