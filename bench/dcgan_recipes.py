@@ -44,7 +44,7 @@ VARIANTS = {
     "D width 64": (32, 64, None, dict(lr_g=1e-3, lr_d=2e-4)),
     "batch 128": (32, 32, None, dict(lr_g=1e-3, lr_d=2e-4, batch_size=128)),
     "Adam betas (0, 0.99)": (32, 32, None, dict(lr_g=1e-3, lr_d=2e-4, betas=(0.0, 0.99))),
-    "hinge + spectral norm, lr 1e-3 both": (32, 32, _spectral, dict(lr_g=1e-3, lr_d=1e-3, d_loss=_hinge_d, g_loss=lambda f: -f.mean())),
+    "hinge + spectral norm, D without batch norm, lr 1e-3 both": (32, 32, _spectral, dict(lr_g=1e-3, lr_d=1e-3, d_loss=_hinge_d, g_loss=lambda f: -f.mean())),
     "lr G 2e-3 / D 4e-4": (32, 32, None, dict(lr_g=2e-3, lr_d=4e-4)),
     "lr G 4e-3 / D 8e-4": (32, 32, None, dict(lr_g=4e-3, lr_d=8e-4)),
     "lr G 4e-3 / D 2e-3": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3)),
@@ -71,11 +71,10 @@ def main() -> None:
         if args.only and not name.startswith(tuple(args.only)):
             continue
         seed_everything(0)
-        kw = dict(kw)
+        kw = {"batch_size": 64, "betas": (0.5, 0.999), **kw}
         G, D = DCGANGenerator(kw.pop("z", 64), gw), DCGANDiscriminator(dw)
         D = transform(D) if transform else D
         ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
-        kw = {"batch_size": 64, "betas": (0.5, 0.999), **kw}
         hist = train_gan(G, D, batch_sampler(x, seed=0), steps=10**6, device="cpu", max_seconds=args.budget,
                          callback=lambda step, G, D: ema.update_parameters(G), desc=name, **kw)
         scores = []

@@ -39,6 +39,8 @@ class Bench:
     def __init__(self, quick: bool, device: torch.device, seed: int = 0):
         self.quick, self.device, self.seed = quick, device, seed
         self.records: list[dict] = []
+        self.notebook_modes: list[str] | None = None  # notebooks suite: which modes, which notebooks (None: the default)
+        self.notebook_prefixes: list[str] | None = None
 
     def pick(self, full, quick):
         return quick if self.quick else full

@@ -131,11 +131,11 @@ def notebooks(b: Bench) -> None:
     from labsupport import course
 
     paths = sorted((ROOT / "solutions").glob("*.ipynb"))
-    if getattr(b, "notebook_prefixes", None):
+    if b.notebook_prefixes:
         paths = [p for p in paths if p.stem.startswith(tuple(b.notebook_prefixes))]
     elif b.quick:
         paths = paths[:1]
-    wanted = getattr(b, "notebook_modes", None) or (["fast"] if b.quick else ["fast", "normal"])
+    wanted = b.notebook_modes or (["fast"] if b.quick else ["fast", "normal"])
     modes = [(m, "1" if m == "fast" else "0") for m in wanted]
     old = os.environ.get("LABSUPPORT_FAST")
     try:
