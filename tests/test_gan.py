@@ -67,6 +67,48 @@ def test_discriminator_step_leaves_generator_alone():
     assert all(torch.equal(a, b) for a, b in zip(before, G.parameters()))
 
 
+def test_generator_step_leaves_discriminator_alone_and_thaws_it():
+    G, D = models.MLP2D(2, 2, hidden=8, depth=1), models.MLP2D(2, 1, hidden=8, depth=1)
+    D.net[0].bias.requires_grad_(False)  # frozen by the caller: must stay frozen
+    before = [p.detach().clone() for p in D.parameters()]
+    seen = []
+
+    def g_loss(fake_logits):  # runs inside the G step: D's trainable weights are frozen there
+        seen.append([p.requires_grad for p in D.parameters()])
+        return gan_g_loss(fake_logits)
+
+    # lr_d = 0: only the generator may change
+    train_gan(G, D, batch_sampler(torch.randn(100, 2)), steps=3, lr_g=1e-2, lr_d=0.0, g_loss=g_loss, batch_size=8, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
+    assert seen and not any(any(step) for step in seen)
+    assert [p.requires_grad for p in D.parameters()] == [p is not D.net[0].bias for p in D.parameters()]
+
+
+def test_discriminator_is_thawed_after_an_error_in_the_generator_step():
+    G, D = models.MLP2D(2, 2, hidden=8, depth=1), models.MLP2D(2, 1, hidden=8, depth=1)
+
+    def broken(fake_logits):
+        raise RuntimeError("student bug")
+
+    with pytest.raises(RuntimeError, match="student bug"):
+        train_gan(G, D, batch_sampler(torch.randn(100, 2)), steps=2, g_loss=broken, batch_size=8, device="cpu")
+    assert all(p.requires_grad for p in D.parameters())
+
+
+@pytest.mark.parametrize("depth, side", [(2, 7), (3, 3), (4, 1)])
+def test_dcgan_discriminator_depth(depth, side):
+    D = models.DCGANDiscriminator(width=4, depth=depth)
+    convs = [m for m in D.net if isinstance(m, nn.Conv2d)]
+    assert len(convs) == depth and convs[-1].out_channels == 4 * 2 ** (depth - 1)
+    assert D.net[-1].in_features == convs[-1].out_channels * side * side
+    assert D(torch.rand(5, 1, 28, 28)).shape == (5,)
+
+
+def test_dcgan_discriminator_depth_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="1 to 4"):
+        models.DCGANDiscriminator(depth=5)
+
+
 def test_dcgan_shapes_and_ranges():
     G, D = models.DCGANGenerator(latent_dim=16, width=8), models.DCGANDiscriminator(width=8)
     img = G(torch.randn(3, 16))
