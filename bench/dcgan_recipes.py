@@ -1,12 +1,14 @@
-"""The DCGAN recipe search behind notebook 04's learning rates: same time budget, one variant each.
+"""The DCGAN recipe search behind notebook 04's settings: same time budget, one variant each.
 
-    python -m bench.dcgan_recipes                  # 150 s per variant (about 25 min with evaluation)
-    python -m bench.dcgan_recipes --budget 20 --only base lr4d2
+    python -m bench.dcgan_recipes                  # 150 s per variant (about 30 min with evaluation)
+    python -m bench.dcgan_recipes --budget 20 --only base "lr G 4e-3"
+    python -m bench.dcgan_recipes --steps 4000 --only "lr G 4e-3 / D 2e-3, z 16"   # equal steps instead
 
-Each variant trains notebook 04's DCGAN (width 32, batch 64 unless stated) on all of MNIST for the same
+Each variant trains a DCGAN (generator width 32, batch 64 unless stated) on all of MNIST for the same
 wall-clock budget, then prints the classifier IS and FID of 5000 samples (generator in eval mode)
 and of an exponential moving average of the generator's weights (decay 0.999). Equal *time*, not
-equal steps: a wider network or a larger batch must earn its cost.
+equal steps: a wider network or a larger batch must earn its cost. The search started from the
+discriminator with two strided convolutions (width 32); the last variants give it three and four.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
 
 
-# name -> (generator width, discriminator width, D transform, train_gan keyword arguments); z has 64 dimensions unless "z" is given
+# name -> (generator width, discriminator width, D transform, train_gan keyword arguments); z has 64 dimensions
+# unless "z" is given, D has two strided convolutions unless "depth" is given
 VARIANTS = {
     "base": (32, 32, None, dict(lr_g=1e-3, lr_d=2e-4)),
     "D without batch norm": (32, 32, _no_bn, dict(lr_g=1e-3, lr_d=2e-4)),
@@ -51,14 +54,17 @@ VARIANTS = {
     "lr G 4e-3 / D 4e-3": (32, 32, None, dict(lr_g=4e-3, lr_d=4e-3)),
     "lr G 4e-3 / D 2e-3, G width 64": (64, 32, None, dict(lr_g=4e-3, lr_d=2e-3)),
     "lr G 4e-3 / D 2e-3, D without batch norm": (32, 32, _no_bn, dict(lr_g=4e-3, lr_d=2e-3)),
-    "lr G 4e-3 / D 2e-3, z 16 (notebook 04)": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3, z=16)),
+    "lr G 4e-3 / D 2e-3, z 16": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3, z=16)),
     "lr G 4e-3 / D 2e-3, z 8": (32, 32, None, dict(lr_g=4e-3, lr_d=2e-3, z=8)),
+    "lr G 4e-3 / D 2e-3, z 16, D with 3 convs (width 16)": (32, 16, None, dict(lr_g=4e-3, lr_d=2e-3, z=16, depth=3)),
+    "lr G 4e-3 / D 2e-3, z 16, D with 4 convs (width 16, notebook 04)": (32, 16, None, dict(lr_g=4e-3, lr_d=2e-3, z=16, depth=4)),
 }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=150.0, help="training seconds per variant")
+    p.add_argument("--steps", type=int, help="train every variant for this many steps instead of --budget seconds")
     p.add_argument("--only", nargs="*", help="variants whose names start with these")
     p.add_argument("--samples", type=int, default=5000)
     args = p.parse_args()
@@ -72,10 +78,10 @@ def main() -> None:
             continue
         seed_everything(0)
         kw = {"batch_size": 64, "betas": (0.5, 0.999), **kw}
-        G, D = DCGANGenerator(kw.pop("z", 64), gw), DCGANDiscriminator(dw)
+        G, D = DCGANGenerator(kw.pop("z", 64), gw), DCGANDiscriminator(dw, depth=kw.pop("depth", 2))
         D = transform(D) if transform else D
         ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
-        hist = train_gan(G, D, batch_sampler(x, seed=0), steps=10**6, device="cpu", max_seconds=args.budget,
+        hist = train_gan(G, D, batch_sampler(x, seed=0), steps=args.steps or 10**6, device="cpu", max_seconds=None if args.steps else args.budget,
                          callback=lambda step, G, D: ema.update_parameters(G), desc=name, **kw)
         scores = []
         for g in (G, ema.module):
@@ -84,12 +90,13 @@ def main() -> None:
             with torch.no_grad():
                 fake = torch.cat([g(torch.randn(500, g.latent_dim)) for _ in range(args.samples // 500)])
             scores += [metrics.inception_score(fake, clf)[0], metrics.frechet_distance(xt[: len(fake)], fake, clf)]
-        rows.append((name, len(hist["step"]), *scores))
+        rows.append((name, len(hist["step"]), hist["seconds"][-1], *scores))
         print(f"{name}: {rows[-1][1:]}", flush=True)
-    print(f"\nDCGAN variants, {args.budget:.0f} s of training each, {args.samples} samples\n")
-    print("| variant | steps | IS | FID | IS (EMA) | FID (EMA) |\n|---|---|---|---|---|---|")
-    for name, steps, is_g, fid_g, is_e, fid_e in rows:
-        print(f"| {name} | {steps} | {is_g:.2f} | {fid_g:.1f} | {is_e:.2f} | {fid_e:.1f} |")
+    each = f"{args.steps} steps" if args.steps else f"{args.budget:.0f} s"
+    print(f"\nDCGAN variants, {each} of training each, {args.samples} samples\n")
+    print("| variant | steps | seconds | IS | FID | IS (EMA) | FID (EMA) |\n|---|---|---|---|---|---|---|")
+    for name, steps, secs, is_g, fid_g, is_e, fid_e in rows:
+        print(f"| {name} | {steps} | {secs:.0f} | {is_g:.2f} | {fid_g:.1f} | {is_e:.2f} | {fid_e:.1f} |")
 
 
 if __name__ == "__main__":
