@@ -1,11 +1,11 @@
 # The two commands of the course (see README.md):
 #   make lab    set up .venv and open the course in JupyterLab
-#   make test   set up .venv, run every test (fast mode) and the quick bench (smoke floors)
+#   make test   set up .venv, run every test (fast mode) and the fast bench (smoke floors)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup lab test build clean
+.PHONY: setup lab test build gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ lab: setup
 
 test: setup
 	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=15
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --mode fast
+
+# On a machine with a GPU: every notebook (fast mode), the fast bench and every checkpoint on CUDA, CPU-vs-GPU step times.
+gpu-check: setup
+	$(BIN)/python -m bench.gpu_check $(if $(DEVICE),--device $(DEVICE))
 
 build: setup
 	$(BIN)/python -m labsupport.course build

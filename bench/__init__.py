@@ -1,1 +1,1 @@
-"""Measurements of the course against its targets and its peers: ``python -m bench [--quick]``."""
+"""Measurements of the course against its targets and its peers: ``python -m bench [--mode fast]``."""

@@ -21,7 +21,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from labsupport import data, metrics, pretrained
 from labsupport.models import DCGANDiscriminator, DCGANGenerator
-from labsupport.train import batch_sampler, seed_everything, setup, train_gan
+from labsupport.config import seed_everything, setup
+from labsupport.train import batch_sampler, train_gan
 
 
 def _no_bn(D: nn.Module) -> nn.Module:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import ROOT, machine, table
-from labsupport import grading
+from bench.core import ROOT, machine, table
+from labsupport import config, grading
 
 
 def _record(name: str, value: float, unit: str, ok: bool | None = None, seconds: float = 0.0, note: str = "") -> dict:
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(notebook: str = "00_start_here", class_size: int = 30, jobs: int = 2) -> list[dict]:
     """Grade one solution, one untouched student notebook, and a class of ``class_size``; return the records."""
-    os.environ.setdefault("LABSUPPORT_THREADS", "1")
-    s = grading.Settings(threads=int(os.environ["LABSUPPORT_THREADS"]))  # fast mode, default time limits
+    s = grading.Settings(threads=config.num_threads(default=1))  # fast mode, default time limits
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

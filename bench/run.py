@@ -1,9 +1,9 @@
-"""One command that measures the course: ``python -m bench [--quick] [--only NAME ...] [--readme]``.
+"""One command that measures the course: ``python -m bench [--mode fast] [--only NAME ...] [--readme]``.
 
 Every metric is computed by the same ``labsupport`` code the notebooks use. Prints a Markdown
-table and writes ``bench/results.json`` (``bench/results-quick.json`` with ``--quick``): one record per
+table and writes ``bench/results.json`` (``bench/results-fast.json`` with ``--mode fast``): one record per
 metric with name, value, unit, target, pass/fail, seconds taken, device, torch version and seed.
-``--quick`` is the CI smoke run (minutes, small budgets, its own loose floors); the full run uses
+``--mode fast`` is the CI smoke run (minutes, small budgets, its own loose floors); normal mode uses
 the budgets the targets are stated for. ``--readme`` rewrites the README's results section from
 ``bench/results.json``.
 """
@@ -12,67 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
 
-import torch
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SUITES: dict[str, Callable[["Bench"], None]] = {}
-
-
-def suite(fn: Callable[["Bench"], None]) -> Callable[["Bench"], None]:
-    """Register a group of metrics under the function's name."""
-    SUITES[fn.__name__] = fn
-    return fn
-
-
-class Bench:
-    """Collects records; ``quick`` picks the smoke budgets and floors."""
-
-    def __init__(self, quick: bool, device: torch.device, seed: int = 0):
-        self.quick, self.device, self.seed = quick, device, seed
-        self.records: list[dict] = []
-        self.notebook_modes: list[str] | None = None  # notebooks suite: which modes, which notebooks (None: the default)
-        self.notebook_prefixes: list[str] | None = None
-
-    def pick(self, full, quick):
-        return quick if self.quick else full
-
-    def record(self, name: str, value: float, unit: str, target: str | None = None, ok: bool | None = None,
-               seconds: float = 0.0, note: str = "") -> None:
-        if self.quick and "quick" not in (target or ""):
-            ok = None  # a quick run's small budgets say nothing about full-run targets: only quick floors count
-        rec = {
-            "name": name, "value": round(float(value), 4) if value == value else None, "unit": unit,
-            "target": target, "pass": ok, "seconds": round(seconds, 1), "device": str(self.device),
-            "torch": torch.__version__, "seed": self.seed, "mode": "quick" if self.quick else "full", "note": note,
-        }
-        self.records.append(rec)
-        flag = "" if ok is None else (" PASS" if ok else " FAIL")
-        print(f"  {name}: {rec['value']} {unit}{flag}", flush=True)
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {cores} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def table(records: list[dict]) -> str:
-    rows = ["| metric | value | unit | target | pass | seconds | device |", "|---|---|---|---|---|---|---|"]
-    for r in records:
-        ok = "" if r["pass"] is None else ("yes" if r["pass"] else "**no**")
-        val = "n/a" if r["value"] is None else f"{r['value']:g}"
-        rows.append(f"| {r['name']} | {val} | {r['unit']} | {r['target'] or ''} | {ok} | {r['seconds']:g} | {r['device']} |")
-    return "\n".join(rows)
-
+from bench import suites  # noqa: F401  (registers the suites)
+from bench.core import HERE, ROOT, SUITES, Bench, machine, table
+from labsupport.config import setup
 
 def update_readme(results: dict) -> None:
     start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
@@ -89,27 +35,24 @@ def update_readme(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from labsupport.train import setup
-
-    from bench import suites  # noqa: F401  (registers the suites)
-
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI smoke run: minutes, small budgets, loose floors")
+    p.add_argument("--mode", choices=["normal", "fast"], default="normal",
+                   help="fast: the CI smoke run (minutes, small budgets, loose floors); normal: the budgets targets are stated for")
     p.add_argument("--only", nargs="*", choices=sorted(SUITES), help="run only these suites")
     p.add_argument("--device", default=None)
     p.add_argument("--notebook-modes", nargs="+", choices=["fast", "normal"], default=None,
-                   help="modes the notebooks suite runs (default: fast, plus normal in a full run)")
+                   help="modes the notebooks suite runs (default: fast, plus normal in a normal run)")
     p.add_argument("--notebooks", nargs="+", default=None, metavar="PREFIX",
                    help="notebooks suite: only the notebooks whose names start with these (e.g. 03 05)")
     p.add_argument("--readme", action="store_true", help="only rewrite the README results section from bench/results.json")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    out = args.out or HERE / ("results-fast.json" if args.mode == "fast" else "results.json")
     if args.readme:
         update_readme(json.loads((HERE / "results.json").read_text()))
         return 0
     device = setup(seed=0, device=args.device)
-    bench = Bench(args.quick, device)
+    bench = Bench(args.mode, device)
     bench.notebook_modes = args.notebook_modes
     bench.notebook_prefixes = args.notebooks
     failures = []
@@ -122,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failures.append(name)
             bench.record(f"{name}: crashed", float("nan"), "", ok=False, seconds=time.perf_counter() - start)
-    results = {"mode": "quick" if args.quick else "full", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    results = {"mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": machine(), "records": bench.records}
     if args.only and out.exists():  # keep the other suites' records from the last run
         old = json.loads(out.read_text())
@@ -134,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r["name"] for r in bench.records if r["pass"] is False]
     if failed:
         print(f"below target: {', '.join(failed)}")
-    return 1 if failures or (args.quick and failed) else 0
+    return 1 if failures or (args.mode == "fast" and failed) else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.run import ROOT, Bench, suite
-from labsupport import data, metrics, pretrained
+from bench.core import ROOT, Bench, suite
+from labsupport import config, data, metrics, pretrained
 
 
 class ExamplesVAE(nn.Module):
@@ -41,7 +40,8 @@ def examples_loss(x, x_logits, mu, logvar):
 def vae(b: Bench) -> None:
     """Our VAE vs the pytorch/examples configuration, same wall-time budget, same binarized data."""
     from labsupport.models import MLPVAE
-    from labsupport.train import seed_everything, train_vae
+    from labsupport.config import seed_everything
+    from labsupport.train import train_vae
 
     budget = b.pick(300.0, 15.0)
     n_iw, k = b.pick(1000, 100), b.pick(1000, 100)
@@ -57,7 +57,7 @@ def vae(b: Bench) -> None:
         secs = time.perf_counter() - start
         epochs = len(hist["loss"]) * 128 / len(x)
         results[name] = ev
-        target = "<= 92" if name == "ours" and not b.quick else None
+        target = "<= 92" if name == "ours" and not b.fast else None
         ok = (ev["test_iw_nll"] <= 92) if target else None
         b.record(f"VAE {name}: test IW-NLL (K={k}, {n_iw} images)", ev["test_iw_nll"], "nats", target, ok, secs,
                  note=f"{budget:.0f} s training = {epochs:.1f} epochs")
@@ -65,8 +65,8 @@ def vae(b: Bench) -> None:
         b.record(f"VAE {name}: epochs in the budget", epochs, "epochs", None, None, 0)
     ratio = results["ours"]["test_iw_nll"] / results["pytorch/examples"]["test_iw_nll"]
     b.record("VAE ours / pytorch/examples IW-NLL", ratio, "ratio", "< 1", ratio < 1, 0)
-    if b.quick:  # loose smoke floor: a VAE that learned anything beats 150 nats within seconds
-        b.record("VAE quick floor: ours IW-NLL", results["ours"]["test_iw_nll"], "nats", "< 160 (quick floor)", results["ours"]["test_iw_nll"] < 160, 0)
+    if b.fast:  # loose smoke floor: a VAE that learned anything beats 150 nats within seconds
+        b.record("VAE fast floor: ours IW-NLL", results["ours"]["test_iw_nll"], "nats", "< 160 (fast floor)", results["ours"]["test_iw_nll"] < 160, 0)
 
 
 @suite
@@ -123,7 +123,7 @@ def sliders(b: Bench) -> None:
 
 @suite
 def notebooks(b: Bench) -> None:
-    """Wall time of every notebook, executed with nbclient, in fast mode and (full run) normal mode,
+    """Wall time of every notebook, executed with nbclient, in fast mode and (normal run) normal mode,
     and the numbers the notebooks hand over with ``metrics.report`` (CycleGAN identity, anomaly AUROC, ...)."""
     import json
     import tempfile
@@ -133,33 +133,21 @@ def notebooks(b: Bench) -> None:
     paths = sorted((ROOT / "solutions").glob("*.ipynb"))
     if b.notebook_prefixes:
         paths = [p for p in paths if p.stem.startswith(tuple(b.notebook_prefixes))]
-    elif b.quick:
+    elif b.fast:
         paths = paths[:1]
-    wanted = b.notebook_modes or (["fast"] if b.quick else ["fast", "normal"])
-    modes = [(m, "1" if m == "fast" else "0") for m in wanted]
-    old = os.environ.get("LABSUPPORT_FAST")
-    try:
-        for mode, flag in modes:
-            os.environ["LABSUPPORT_FAST"] = flag
-            for p in paths:
-                report = Path(tempfile.mkstemp(suffix=".jsonl")[1])
-                os.environ["LABSUPPORT_REPORT"] = str(report)
-                res = course.run(p)
-                for line in report.read_text().splitlines():
+    wanted = b.notebook_modes or (["fast"] if b.fast else ["fast", "normal"])
+    for mode in wanted:
+        for p in paths:
+            with tempfile.TemporaryDirectory() as tmp:
+                report = Path(tmp) / "report.jsonl"
+                res = course.run(p, env=config.environment(mode=mode, report=report))
+                for line in report.read_text().splitlines() if report.exists() else []:
                     r = json.loads(line)
                     b.record(f"{p.stem[:2]} ({mode}): {r['name']}", r["value"], r["unit"], None, None, 0)
-                report.unlink()
-                # 04 and 06 train DCGANs for up to 5 minutes each, on top of their other experiments
-                limit = {"fast": 90, "normal": 600 if p.stem.startswith(("04", "06")) else 300}[mode]
-                ok = res["error"] is None and res["seconds"] <= limit
-                b.record(f"notebook {p.stem} ({mode} mode)", res["seconds"], "s", f"<= {limit}", ok, res["seconds"],
-                         note=res["error"] or "")
-    finally:
-        os.environ.pop("LABSUPPORT_REPORT", None)
-        if old is None:
-            os.environ.pop("LABSUPPORT_FAST", None)
-        else:
-            os.environ["LABSUPPORT_FAST"] = old
+            # 04 and 06 train DCGANs for up to 5 minutes each, on top of their other experiments
+            limit = {"fast": 90, "normal": 600 if p.stem.startswith(("04", "06")) else 300}[mode]
+            ok = res["error"] is None and res["seconds"] <= limit
+            b.record(f"notebook {p.stem} ({mode} mode)", res["seconds"], "s", f"<= {limit}", ok, res["seconds"], note=res["error"] or "")
 
 
 @suite
@@ -171,12 +159,12 @@ def cgan(b: Bench) -> None:
     start = time.perf_counter()
     images, labels = metrics.conditional_samples(G, n, seed=1)
     acc = metrics.accuracy(clf, images, labels)
-    if b.quick:  # the full run records it in gan_variants, on 1000 per class
-        b.record(f"cGAN (shipped): label accuracy ({n}/class)", 100 * acc, "%", ">= 80 (quick floor)", acc >= 0.8, time.perf_counter() - start)
+    if b.fast:  # the normal run records it in gan_variants, on 1000 per class
+        b.record(f"cGAN (shipped): label accuracy ({n}/class)", 100 * acc, "%", ">= 80 (fast floor)", acc >= 0.8, time.perf_counter() - start)
     xt, _ = data.mnist_tensors(train=False)
     start = time.perf_counter()
     is_mean, _ = metrics.inception_score(images, clf)
-    b.record("cGAN (shipped): classifier IS", is_mean, "", ">= 8", is_mean >= 8 if not b.quick else None, time.perf_counter() - start)
+    b.record("cGAN (shipped): classifier IS", is_mean, "", ">= 8", is_mean >= 8 if not b.fast else None, time.perf_counter() - start)
     start = time.perf_counter()
     fid = metrics.frechet_distance(xt[: len(images)], images, clf)
     b.record("cGAN (shipped): classifier FID vs test set", fid, "", "compare with the floor", None, time.perf_counter() - start)
@@ -192,7 +180,7 @@ def grading(b: Bench) -> None:
     for r in records:
         b.record(f"grading: {r['name'].strip()}", r["value"], r["unit"], None, r["pass"], r["seconds"], r.get("note", ""))
     ok = all(r["pass"] is not False for r in records)
-    b.record("grading: solutions full marks, students zero", float(ok), "bool", "yes (a quick floor too)", ok, time.perf_counter() - start)
+    b.record("grading: solutions full marks, students zero", float(ok), "bool", "yes (a fast floor too)", ok, time.perf_counter() - start)
 
 
 # --- Notebook 04: mode collapse and DCGAN, with the notebook's settings ---
@@ -202,7 +190,8 @@ def grading(b: Bench) -> None:
 def gan_collapse(b: Bench) -> None:
     """Notebook 04's vanilla GAN on the 5x5 grid (sigma 0.05, PacGAN protocol): modes over training, several seeds."""
     from labsupport.models import MLP2D
-    from labsupport.train import ModeTracker, batch_sampler, train_gan
+    from labsupport.metrics import ModeTracker
+    from labsupport.train import batch_sampler, train_gan
 
     seeds, steps = b.pick([0, 1, 2], [0]), b.pick(5000, 600)
     x, centers = data.grid_of_gaussians(50_000, std=0.05, seed=0)
@@ -220,9 +209,10 @@ def gan_collapse(b: Bench) -> None:
 def dcgan(b: Bench) -> None:
     """Notebook 04's DCGAN (G width 32, z 16; D width 16 with 4 convs; batch 64, Adam lr G 4e-3 / D 2e-3, beta1 0.5) on all of MNIST: classifier IS and FID vs floor."""
     from labsupport.models import DCGANDiscriminator, DCGANGenerator
-    from labsupport.train import batch_sampler, seed_everything, train_gan
+    from labsupport.config import seed_everything
+    from labsupport.train import batch_sampler, train_gan
 
-    # the target is stated for a 5-minute budget: train for that long (quick: 150 steps)
+    # the target is stated for a 5-minute budget: train for that long (fast: 150 steps)
     steps, budget, n = b.pick(10**6, 150), b.pick(300.0, None), b.pick(5000, 1000)
     clf = pretrained.load("classifier", b.device)
     x, _ = data.mnist_tensors(train=True)
@@ -239,8 +229,8 @@ def dcgan(b: Bench) -> None:
     is_mean, _ = metrics.inception_score(fake, clf)
     fid = metrics.frechet_distance(xt[:n], fake, clf)
     floor = metrics.frechet_distance(xt[:n], xt[5000 : 5000 + n], clf)
-    label = "150 steps" if b.quick else "5-min budget"  # names stay fixed so a rerun replaces its records
-    b.record(f"DCGAN ({label}): classifier IS ({n} samples)", is_mean, "", ">= 8", is_mean >= 8 if not b.quick else None, secs,
+    label = "150 steps" if b.fast else "5-min budget"  # names stay fixed so a rerun replaces its records
+    b.record(f"DCGAN ({label}): classifier IS ({n} samples)", is_mean, "", ">= 8", is_mean >= 8 if not b.fast else None, secs,
              note=f"{steps} steps in {hist['seconds'][-1]:.0f} s")
     b.record(f"DCGAN ({label}): classifier FID vs test", fid, "", f"floor {floor:.1f}", None, 0, note=f"{steps} steps")
     b.record(f"real vs real classifier FID floor (test halves, {n} vs {n})", floor, "", None, None, 0)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from . import losses
+
 
 class CheckFailed(AssertionError):
     """A student's function gave a wrong answer; the message explains what looks wrong."""
@@ -369,10 +371,6 @@ def check_reparameterize(fn: Callable) -> None:
     passed("reparameterize", "z = mu + exp(logvar / 2) * eps, gradients reach mu and logvar")
 
 
-def _kl_closed_form(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-
-
 def check_kl_divergence(fn: Callable) -> None:
     """``kl_divergence(mu, logvar) -> (B,)``: KL(N(mu, diag exp(logvar)) || N(0, I)) summed over the D latent dims."""
     b, d = 6, 5
@@ -382,7 +380,7 @@ def check_kl_divergence(fn: Callable) -> None:
         logvar[1] = 0.0               # unit variance: KL = |mu|^2 / 2
     kl = expect_tensor(call(fn, mu, logvar), (b,), "kl_divergence(mu, logvar)")
     m, lv = mu.detach().double(), logvar.detach().double()
-    want = _kl_closed_form(m, lv)
+    want = losses.kl_normal(m, lv)
     got = kl.detach().double()
     if not close(got, want, rtol=1e-4, atol=1e-4):
         again = call(fn, mu, logvar).detach().double()
@@ -435,8 +433,8 @@ def check_negative_elbo(fn: Callable) -> None:
     loss = expect_tensor(out, (), "negative_elbo(x, x_logits, mu, logvar)")
     xl, m, lv = x_logits.detach().double(), mu.detach().double(), logvar.detach().double()
     xd = x.double()
-    rec = F.binary_cross_entropy_with_logits(xl, xd, reduction="none").flatten(1).sum(1)
-    kl = _kl_closed_form(m, lv)
+    rec = losses.bernoulli_nll(xd, xl)
+    kl = losses.kl_normal(m, lv)
     want = (rec + kl).mean()
     got = loss.detach().double()
     if not close(got, want, rtol=1e-4, atol=1e-3):
@@ -480,8 +478,7 @@ def _gan_cases() -> list[tuple[torch.Tensor, torch.Tensor]]:
             (torch.linspace(-3, 4, 6, dtype=torch.float64), torch.linspace(-5, 2, 6, dtype=torch.float64))]
 
 
-def _softplus(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.softplus(x)
+_softplus = torch.nn.functional.softplus  # the mistakes below are written with it
 
 
 def _gan_scalar(fn: Callable, args: tuple, what: str, grad: bool = True) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
@@ -509,7 +506,7 @@ def check_discriminator_loss(fn: Callable) -> None:
     name = "discriminator_loss(real_logits, fake_logits)"
     for real, fake in _gan_cases():
         B = len(real)
-        want = _softplus(-real).mean() + _softplus(fake).mean()
+        want = losses.gan_d_loss(real, fake)
         got, grads = _gan_scalar(fn, (real, fake), name)
         if not close(got, want, rtol=1e-4, atol=1e-5):
             sig_r, sig_f = torch.sigmoid(real), torch.sigmoid(fake)
@@ -548,7 +545,7 @@ def check_discriminator_loss(fn: Callable) -> None:
                               "avoid non-differentiable steps (rounding, clamping) inside the loss.")
     # D confidently wrong (and right): large logits must not give inf or lose the loss.
     real, fake = torch.tensor([-200.0, 30.0, 5.0]), torch.tensor([200.0, -30.0, 0.0])
-    want = (_softplus(-real.double()).mean() + _softplus(fake.double()).mean())
+    want = losses.gan_d_loss(real.double(), fake.double())
     out = call(fn, real.clone(), fake.clone())
     got = out.detach().double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
     if not torch.isfinite(got).all() or not close(got, want, rtol=1e-3):
@@ -564,7 +561,7 @@ def check_generator_loss(fn: Callable) -> None:
     name = "generator_loss(fake_logits)"
     for _, fake in _gan_cases():
         B = len(fake)
-        want = _softplus(-fake).mean()
+        want = losses.gan_g_loss(fake)
         got, grads = _gan_scalar(fn, (fake,), name)
         if not close(got, want, rtol=1e-4, atol=1e-5):
             sig = torch.sigmoid(fake)
@@ -572,7 +569,7 @@ def check_generator_loss(fn: Callable) -> None:
                 "This is the SATURATING loss E[log(1 - D(G(z)))] of the original min-max game. It has the same fixed point, "
                 "but when D confidently rejects the fakes (D(G(z)) near 0, as early in training) its gradient vanishes "
                 "(d/dl log(1 - sigmoid(l)) = -sigmoid(l) -> 0), so G stops learning. Use the non-saturating loss "
-                "-E[log D(G(z))], whose gradient is largest exactly there.": -_softplus(fake).mean(),
+                "-E[log D(G(z))], whose gradient is largest exactly there.": losses.gan_g_loss_saturating(fake),
                 "The target is the discriminator's: you labelled the fakes 0. G wants D to call its samples REAL (label 1): "
                 "minimise -E[log D(G(z))].": _softplus(fake).mean(),
                 "The sign is flipped: -E[log D(G(z))] is positive (the log of a probability is negative), and G minimises it.": -want,
@@ -597,7 +594,7 @@ def check_generator_loss(fn: Callable) -> None:
             raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
                               "avoid non-differentiable steps (rounding, clamping) inside the loss.")
     fake = torch.tensor([-200.0, -30.0, 0.0, 30.0])
-    want = _softplus(-fake.double()).mean()
+    want = losses.gan_g_loss(fake.double())
     out = call(fn, fake.clone())
     got = out.detach().double() if isinstance(out, torch.Tensor) else torch.tensor(float("nan"))
     if not torch.isfinite(got).all() or not close(got, want, rtol=1e-3):
@@ -617,7 +614,7 @@ def check_critic_loss(fn: Callable) -> None:
     real = (torch.randn(6, generator=g) + 2.0).requires_grad_()
     fake = (torch.randn(6, generator=g) - 1.0).requires_grad_()
     out = expect_tensor(call(fn, real, fake), (), "critic_loss(real_scores, fake_scores)")
-    want = fake.mean() - real.mean()
+    want = losses.critic_loss(real, fake)
     if out.grad_fn is None:
         raise CheckFailed("The loss has no gradient: keep it a torch expression of the scores (no .item(), .detach() or numpy).")
     if close(out, -want):
@@ -777,7 +774,7 @@ def check_cycle_consistency_loss(fn: Callable) -> None:
             "You summed the absolute errors: take the mean over pixels and examples.": (G_BA(G_AB(a)) - a).abs().sum() + (G_AB(G_BA(b)) - b).abs().sum(),
             "You averaged the two cycles: the loss is their sum (the weight lambda is applied outside).": (fwd + bwd) / 2,
         }
-        want = fwd + bwd
+        want = losses.cycle_l1(G_AB, G_BA, a, b)
     if not close(out, want, rtol=1e-4):
         for message, value in wrong.items():
             if close(out, value, rtol=1e-4):
@@ -787,7 +784,7 @@ def check_cycle_consistency_loss(fn: Callable) -> None:
         raise CheckFailed("The loss carries no gradient: do not wrap it in torch.no_grad() or .detach() the translations.")
     params = [G_AB.weight, G_BA.weight]
     grads = torch.autograd.grad(out, params, allow_unused=True)
-    wanted = torch.autograd.grad(l1(G_BA(G_AB(a)), a) + l1(G_AB(G_BA(b)), b), params)
+    wanted = torch.autograd.grad(losses.cycle_l1(G_AB, G_BA, a, b), params)
     for grad, want_grad, name in zip(grads, wanted, ["G_AB", "G_BA"]):
         if grad is None or not close(grad, want_grad, rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"No gradient (or only part of it) reaches {name}'s weights: each cycle must train both generators, "
@@ -863,8 +860,7 @@ class _CheckVAE(torch.nn.Module):
 
     def forward(self, x):
         mu, logvar = self.encode(x)
-        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        return self.decode(z), mu, logvar
+        return self.decode(losses.reparameterize(mu, logvar)), mu, logvar
 
 
 def check_anomaly_score(fn: Callable) -> None:
@@ -882,8 +878,8 @@ def check_anomaly_score(fn: Callable) -> None:
     with torch.no_grad():
         mu, logvar = vae.encode(x)
         logits = vae.decode(mu)
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        rec = losses.bernoulli_nll(x, logits)
+        kl = losses.kl_normal(mu, logvar)
     want = rec + kl
     if close(out, want, rtol=1e-3, atol=1e-2):
         passed("anomaly_score", f"scores {out.min().item():.1f} to {out.max().item():.1f} nats on random test images")

@@ -54,9 +54,14 @@ def _badge_cell(name: str, repo: str) -> nbformat.NotebookNode:
 def _install_cell(repo: str) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell(
         "# On Colab only: install the course's helper package. Elsewhere this cell does nothing.\n"
+        "# --no-deps, then only what Colab lacks: Colab's own torch and torchvision are never replaced.\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
-        f"    get_ipython().run_line_magic(\"pip\", \"install -q 'labsupport @ git+{repo}'\")\n"
+        f"    get_ipython().run_line_magic(\"pip\", \"install -q --no-deps 'labsupport @ git+{repo}'\")\n"
+        "    import importlib\n"
+        "    importlib.invalidate_caches()\n"
+        "    from labsupport.colab import install_missing\n"
+        "    install_missing()\n"
         "    from google.colab import output\n"
         "    output.enable_custom_widget_manager()  # lets ipywidgets (the sliders) render on Colab"
     )
@@ -169,8 +174,11 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def run(path: Path, out: Path | None = None, timeout: int = 1800) -> dict:
-    """Execute a notebook in a fresh kernel (cwd = its folder); return timings, save PNG outputs to ``out``."""
+def run(path: Path, out: Path | None = None, timeout: int = 1800, env: dict[str, str] | None = None) -> dict:
+    """Execute a notebook in a fresh kernel (cwd = its folder); return timings, save PNG outputs to ``out``.
+
+    ``env``: the kernel's environment (e.g. :func:`labsupport.config.environment`; default: this process's).
+    """
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -178,7 +186,7 @@ def run(path: Path, out: Path | None = None, timeout: int = 1800) -> dict:
     start = time.perf_counter()
     error = None
     try:
-        client.execute()
+        client.execute(**({"env": env} if env is not None else {}))
     except Exception as err:  # report and still save what ran
         error = f"{type(err).__name__}: {str(err)[-2000:]}"
     seconds = time.perf_counter() - start

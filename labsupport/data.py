@@ -1,7 +1,7 @@
 """Data: MNIST through torchvision, tensors held in memory, binarization, 2D toy mixtures.
 
-The data root is resolved in :func:`data_root` only: explicit argument > ``LABSUPPORT_DATA`` >
-``~/.cache/labsupport/data``. torchvision downloads MNIST there as usual; offline machines point
+The data root is resolved in :func:`labsupport.config.data_root` only: explicit argument >
+``LABSUPPORT_DATA`` > ``~/.cache/labsupport/data``. torchvision downloads MNIST there as usual; offline machines point
 the root at a folder that already holds ``MNIST/raw/*-ubyte``.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+
+from .config import data_root
 
 MNIST_FILES = [
     "train-images-idx3-ubyte",
@@ -24,13 +25,6 @@ MNIST_FILES = [
 
 class DataUnavailable(RuntimeError):
     """The data set is neither on disk nor downloadable; the message says how to fix it."""
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where data sets live: ``root`` > ``$LABSUPPORT_DATA`` > ``~/.cache/labsupport/data``."""
-    if root is None:
-        root = os.environ.get("LABSUPPORT_DATA") or Path.home() / ".cache" / "labsupport" / "data"
-    return Path(root).expanduser().resolve()
 
 
 def mnist(train: bool = True, root: str | os.PathLike | None = None):

@@ -9,8 +9,8 @@ student); a folder holding only folders is a class, one student per folder. For 
 1. Which assignment it answers comes from its metadata (``metadata.labsupport.notebook``, written by
    ``python -m labsupport.course build``); its exercise ids and points come from the course's own list,
    ``labsupport/exercises.json``, never from the submission.
-2. A copy runs in a fresh kernel in a temporary folder, in fast mode (``LABSUPPORT_FAST=1``) unless
-   ``--full``, with a time limit per cell and per notebook; errors do not stop it, huge outputs are cut.
+2. A copy runs in a fresh kernel in a temporary folder, in fast mode unless ``--mode normal``,
+   with a time limit per cell and per notebook; errors do not stop it, huge outputs are cut.
    Right after each cell that defines an exercise or calls its check, the kernel saves the exercise's
    function (cloudpickle) to the temporary folder. Execution stops after the last such cell
    (``--run-all`` runs the rest too).
@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import config
+
 PACKAGE = Path(__file__).resolve().parent
 EXERCISES = PACKAGE / "exercises.json"
 MAX_FILE_BYTES = 100 * 2**20
@@ -53,7 +55,7 @@ class Settings:
     timeout: float = 900.0  # seconds per notebook (all cells together)
     cell_timeout: float = 300.0  # seconds per cell
     check_timeout: float = 60.0  # seconds per check
-    fast: bool = True  # LABSUPPORT_FAST=1 in the kernel
+    mode: str = "fast"  # the course's mode in the kernel: "fast" or "normal"
     run_all: bool = False  # run the cells after the last exercise too
     max_output: int = 100_000  # characters of output kept per cell
     threads: int = 1  # LABSUPPORT_THREADS for the kernel and the checks
@@ -155,23 +157,23 @@ del __labsupport_export
 
 def _environment(s: Settings) -> dict[str, str]:
     """The kernel's and the checks' environment: fast mode, threads, and this very labsupport first on the path."""
-    env = dict(os.environ, LABSUPPORT_FAST="1" if s.fast else "0", LABSUPPORT_THREADS=str(s.threads), MPLBACKEND="agg")
+    env = config.environment(mode=s.mode, threads=s.threads)
+    env["MPLBACKEND"] = "agg"
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("JPY_SESSION_NAME", None)
     return env
 
 
+def exports_after(source: str, ids: list[str]) -> list[str]:
+    """The exercises to save after a code cell: those it defines (``def``/``class``/assignment) or whose check it calls."""
+    return [name for name in ids
+            if re.search(rf"^\s*(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=|\bcheck_{re.escape(name)}\s*\(", source, re.M)]
+
+
 def _export_points(nb, ids: list[str]) -> dict[int, list[str]]:
-    """Cell index -> exercises to save after it: cells that define an exercise or call its check."""
-    points: dict[int, list[str]] = {}
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        for name in ids:
-            n = re.escape(name)
-            if re.search(rf"^\s*(?:def|class)\s+{n}\b|^{n}\s*=|\bcheck_{n}\s*\(", cell.source, re.M):
-                points.setdefault(i, []).append(name)
-    return points
+    """Cell index -> exercises to save after it."""
+    points = {i: exports_after(cell.source, ids) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"}
+    return {i: names for i, names in points.items() if names}
 
 
 def _client_class():
@@ -300,9 +302,12 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
     return result
 
 
-def _check_process(export: Path, ids: list[str], s: Settings, env: dict, scratch: Path) -> dict[str, dict]:
-    """Run the course's checks on the saved functions in fresh processes; a check that hangs or kills
-    its process costs only its own exercise (the others are checked in a new process)."""
+def check_exports(export: Path, ids: list[str], s: Settings, scratch: Path) -> dict[str, dict]:
+    """Run the course's checks on the functions saved in ``export`` (by :data:`EXPORT`) in fresh processes,
+    started in ``scratch/empty``; a check that hangs or kills its process costs only its own exercise
+    (the others are checked in a new process). Returns ``{id: {"passed", "message", ...}}``."""
+    env = _environment(s)
+    (scratch / "empty").mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     remaining = list(ids)
     attempt = 0
@@ -458,7 +463,7 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
             if executed_dir is not None:
                 executed_dir.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, executed_dir / f"{_safe(student)}__{_safe(path.stem)}.ipynb")
-            results = _check_process(export, ids, s, _environment(s), scratch)
+            results = check_exports(export, ids, s, scratch)
             if any(r.get("grader_error") for r in results.values()):
                 row["status"].append("grader-error")
         finally:
@@ -595,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--run-checks"]:  # internal: the clean checking process
         return run_checks_main(Path(argv[1]), Path(argv[2]), argv[3:])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = config.cores()
     p = argparse.ArgumentParser(prog="labsupport-grade", description=__doc__.split("\n\n")[0])
     p.add_argument("submissions", nargs="+", type=Path, help="notebook files, or folders of one student's notebooks each")
     p.add_argument("--out", type=Path, required=True, help="folder for grades.csv, grades.json, feedback/ and executed/")
@@ -605,13 +610,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout, help="seconds per cell (default %(default)s)")
     p.add_argument("--check-timeout", type=float, default=Settings.check_timeout, help="seconds per exercise check (default %(default)s)")
     p.add_argument("--max-output", type=int, default=Settings.max_output, help="characters of output kept per cell (default %(default)s)")
-    p.add_argument("--full", action="store_true", help="run notebooks in normal mode instead of fast mode (LABSUPPORT_FAST=1)")
+    p.add_argument("--mode", choices=config.MODES, default=Settings.mode, help="the course's mode in the graded kernels (default %(default)s)")
     p.add_argument("--run-all", action="store_true", help="also run the cells after the last exercise")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     jobs = max(1, args.jobs)
-    threads = int(os.environ.get("LABSUPPORT_THREADS") or max(1, cores // jobs))
-    s = Settings(timeout=args.timeout, cell_timeout=args.cell_timeout, check_timeout=args.check_timeout, fast=not args.full,
+    threads = config.num_threads(default=max(1, cores // jobs))
+    s = Settings(timeout=args.timeout, cell_timeout=args.cell_timeout, check_timeout=args.check_timeout, mode=args.mode,
                  run_all=args.run_all, max_output=args.max_output, threads=threads)
     start = time.perf_counter()
     rows = grade(args.submissions, args.out, s, jobs=jobs, assignment=args.assignment, progress=not args.quiet)

@@ -1,5 +1,6 @@
-"""Measurements: the evaluation classifier, classifier FID and inception score, mode coverage,
-and VAE likelihoods (negative ELBO and importance-weighted NLL, in nats).
+"""Measurements: the evaluation classifier's read-outs, classifier FID and inception score, mode
+coverage on 2D mixtures, VAE likelihoods (negative ELBO and importance-weighted NLL, in nats), and
+the measurements behind notebook 06's uses. The classifier itself is ``models.DigitClassifier``.
 
 Generated digits are judged with a small MNIST classifier (Inception features do not suit 28x28
 digits and need a download). Fréchet distances depend on the layer used: compare only numbers
@@ -16,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import config
+from .config import resolve_device
+from .losses import bernoulli_nll, kl_normal, reparameterize
+
 
 def report(name: str, value: float, unit: str = "") -> None:
     """Hand a number a notebook measured to ``python -m bench`` (a no-op unless ``$LABSUPPORT_REPORT`` names a file).
@@ -24,74 +29,21 @@ def report(name: str, value: float, unit: str = "") -> None:
     notebooks themselves computed, from the same code.
     """
     import json
-    import os
 
-    path = os.environ.get("LABSUPPORT_REPORT")
+    path = config.report_path()
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"name": name, "value": float(value), "unit": unit}) + "\n")
 
 
-# --- the evaluation classifier ------------------------------------------------------------------
-
-
-class DigitClassifier(nn.Module):
-    """CNN for 28x28 digits: three conv blocks -> 128 features -> 10 logits (about 130k parameters)."""
-
-    def __init__(self):
-        super().__init__()
-        block = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-        self.body = nn.Sequential(block(1, 32), block(32, 64), block(64, 64), nn.Flatten(), nn.Dropout(0.3),
-                                  nn.Linear(64 * 3 * 3, 128), nn.ReLU())
-        self.head = nn.Linear(128, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, 1, 28, 28) in [0, 1]`` -> penultimate features ``(B, 128)`` (used for Fréchet distances)."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, 1, 28, 28) in [0, 1]`` -> logits ``(B, 10)``."""
-        return self.head(self.body(x))
-
-
-def train_classifier(
-    epochs: int = 3, n_train: int | None = None, seed: int = 0, device: torch.device | str = "cpu", root=None
-) -> tuple[DigitClassifier, dict]:
-    """Train the evaluation classifier on MNIST (small random shifts as augmentation).
-
-    Returns the model (in eval mode) and ``{"test_accuracy": ..., "epochs": ..., "n_train": ...}``.
-    """
-    from .data import TensorLoader, mnist_tensors
-    from .train import fit, seed_everything
-
-    seed_everything(seed)
-    x, y = mnist_tensors(train=True, n=n_train, root=root)
-    model = DigitClassifier().to(device)
-
-    def shift(xb: torch.Tensor) -> torch.Tensor:  # up to 2 pixels: cheap, and makes it robust to off-centre samples
-        dx, dy = torch.randint(-2, 3, (2,)).tolist()
-        return torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
-
-    loader = TensorLoader(x, y, batch_size=128, transform=shift, seed=seed)
-    steps = epochs * len(loader)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-
-    def loss_fn(m, batch):
-        xb, yb = batch
-        return F.cross_entropy(m(xb), yb)
-
-    fit(model, loss_fn, loader, epochs=epochs, optimizer=opt, scheduler=sched, device=device, desc="evaluation classifier")
-    xt, yt = mnist_tensors(train=False, root=root)
-    acc = accuracy(model, xt, yt)
-    return model.eval(), {"test_accuracy": round(acc, 4), "epochs": epochs, "n_train": len(x)}
+# --- classifier read-outs ---------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def predict_proba(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Class probabilities ``(N, 10)`` for ``images: (N, 1, 28, 28) in [0, 1]``."""
     classifier.eval()
-    dev = next(classifier.parameters()).device
+    dev = resolve_device(model=classifier)
     return torch.cat([F.softmax(classifier(images[i : i + batch_size].to(dev)).float(), 1).cpu() for i in range(0, len(images), batch_size)])
 
 
@@ -128,7 +80,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor, classifier: nn.Modu
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     classifier.eval()
-    dev = next(classifier.parameters()).device
+    dev = resolve_device(model=classifier)
     # a copy: set_dtype(float64) converts the feature extractor too, and must not change the caller's model
     fid = FrechetInceptionDistance(feature=_Features(copy.deepcopy(classifier)).to(dev), normalize=True).to(dev)
     fid.set_dtype(torch.float64)
@@ -178,25 +130,49 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> M
     return ModeCoverage(int((counts > 0).sum()), good.float().mean().item(), rkl, counts)
 
 
+class ModeTracker:
+    """``callback`` for :func:`labsupport.train.train_gan` on a 2D mixture: every ``every`` steps, draw ``n``
+    samples from fixed noise, measure :func:`mode_coverage` and keep the samples as a snapshot.
+
+    After training: ``steps``, ``modes``, ``high_quality`` (lists, one entry per measurement) and
+    ``snapshots`` (``{step: (n, 2) samples}``).
+    """
+
+    def __init__(self, centers: torch.Tensor, std: float, every: int = 100, n: int = 2500, seed: int = 0):
+        self.centers, self.std, self.every, self.n, self.seed = centers, std, every, n, seed
+        self.z: torch.Tensor | None = None
+        self.steps: list[int] = []
+        self.modes: list[int] = []
+        self.high_quality: list[float] = []
+        self.snapshots: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, step: int, G: nn.Module, D: nn.Module | None = None) -> None:
+        if step % self.every:
+            return
+        dev = resolve_device(model=G)
+        if self.z is None:
+            self.z = torch.randn(self.n, G.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        samples = G(self.z.to(dev)).float().cpu()
+        m = mode_coverage(samples, self.centers, self.std)
+        self.steps.append(step)
+        self.modes.append(m.modes)
+        self.high_quality.append(m.high_quality)
+        self.snapshots[step] = samples
+
+
 # --- VAE likelihoods ------------------------------------------------------------------------------
-
-
-def _bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log p(x | logits) summed over pixels: ``(..., 1, 28, 28)`` -> ``(...)``."""
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
 
 
 @torch.no_grad()
 def negative_elbo(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
     """Mean negative ELBO in nats per image over ``x: (N, 1, 28, 28)`` in {0, 1} (one z sample each)."""
     vae.eval()
-    dev, total = next(vae.parameters()).device, 0.0
+    dev, total = resolve_device(model=vae), 0.0
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
         mu, logvar = vae.encode(xb)
-        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        total += (kl - _bernoulli_log_prob(xb, vae.decode(z))).sum().item()
+        total += (kl_normal(mu, logvar) + bernoulli_nll(xb, vae.decode(reparameterize(mu, logvar)))).sum().item()
     return total / len(x)
 
 
@@ -208,7 +184,7 @@ def importance_weighted_nll(vae: nn.Module, x: torch.Tensor, k: int = 1000, batc
     that tightens as K grows (Burda et al., 2016, use K = 5000). ``batch`` bounds the decodes per pass.
     """
     vae.eval()
-    dev = next(vae.parameters()).device
+    dev = resolve_device(model=vae)
     chunk = min(k, batch)
     per = max(1, batch // chunk)  # images per pass
     out = []
@@ -224,14 +200,10 @@ def importance_weighted_nll(vae: nn.Module, x: torch.Tensor, k: int = 1000, batc
             log_q = (-0.5 * eps.pow(2) - 0.5 * logvar[:, None] - 0.5 * math.log(2 * math.pi)).sum(-1)
             log_p = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
             logits = vae.decode(z.flatten(0, 1)).view(len(xb), n, *xb.shape[1:])
-            logw.append(_bernoulli_log_prob(xb[:, None], logits) + log_p - log_q)
+            logw.append(log_p - log_q - bernoulli_nll(xb[:, None], logits))
         out.append(math.log(k) - torch.logsumexp(torch.cat(logw, 1), 1))
     return torch.cat(out).cpu()
 
-
-# --- Notebook 01/02: supervised, unsupervised, autoencoders ---
-
-# --- Notebook 03: variational autoencoders ---
 
 
 def binarized_test_set(n: int | None = None, seed: int = 0, root=None) -> torch.Tensor:
@@ -261,9 +233,8 @@ def evaluate_vae(vae: nn.Module, n_elbo: int = 10_000, n_iw: int = 1000, k: int 
         torch.random.set_rng_state(state)
     return {"test_neg_elbo": round(elbo, 2), "test_iw_nll": round(iw, 2), "iw_k": k, "n_elbo": n_elbo, "n_iw": n_iw}
 
-# --- Notebook 04: GANs ---
 
-# --- Notebook 05: GAN variants ---
+# --- conditional generators ----------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -274,7 +245,7 @@ def conditional_samples(generator: nn.Module, n_per_class: int, seed: int = 0, b
     """
     was_training = generator.training  # may be called from inside a training loop: put the mode back
     generator.eval()
-    dev = next(generator.parameters()).device
+    dev = resolve_device(model=generator)
     labels = torch.arange(generator.num_classes).repeat_interleave(n_per_class)
     z = torch.randn(len(labels), generator.latent_dim, generator=torch.Generator().manual_seed(seed))
     images = torch.cat([generator(z[i : i + batch_size].to(dev), labels[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(labels), batch_size)])
@@ -288,7 +259,7 @@ def label_accuracy(generator: nn.Module, classifier: nn.Module, n_per_class: int
     return accuracy(classifier, images, labels)
 
 
-# --- Notebook 06: VAEs vs GANs and uses ---
+# --- what generative models are for (notebook 06): inversion, latent paths, probes, compression ---
 
 
 def invert_generator(
@@ -305,7 +276,7 @@ def invert_generator(
     if x.dim() != 4 or x.shape[1:] != (1, 28, 28):
         raise ValueError(f"x should be (B, 1, 28, 28), got {tuple(x.shape)}")
     generator.eval()
-    dev = next(generator.parameters()).device
+    dev = resolve_device(model=generator)
     x = x.to(dev)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(restarts, len(x), generator.latent_dim, generator=g).to(dev).requires_grad_(True)
@@ -364,7 +335,7 @@ def generated_label_probe(decode, latent_dim: int, classifier: nn.Module, n: int
     linear probe z -> label on two thirds and returns its accuracy on the last third.
     """
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-    dev = next(classifier.parameters()).device
+    dev = resolve_device(model=classifier)
     labels = predict_proba(classifier, decode(z.to(dev)).cpu()).argmax(1)
     cut = 2 * n // 3
     return linear_probe_accuracy(z[:cut], labels[:cut], z[cut:], labels[cut:])

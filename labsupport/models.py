@@ -14,6 +14,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .losses import reparameterize
+
+
+# --- The evaluation classifier (notebook 01 trains it; metrics judge generated digits with it) -----
+
+
+class DigitClassifier(nn.Module):
+    """CNN for 28x28 digits: three conv blocks -> 128 features -> 10 logits (about 130k parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        block = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+        self.body = nn.Sequential(block(1, 32), block(32, 64), block(64, 64), nn.Flatten(), nn.Dropout(0.3),
+                                  nn.Linear(64 * 3 * 3, 128), nn.ReLU())
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 1, 28, 28) in [0, 1]`` -> penultimate features ``(B, 128)`` (used for Fréchet distances)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 1, 28, 28) in [0, 1]`` -> logits ``(B, 10)``."""
+        return self.head(self.body(x))
+
 
 # --- Notebook 02: autoencoders ------------------------------------------------------------------
 
@@ -80,8 +104,7 @@ class MLPVAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(x_logits, mu, logvar)`` with z drawn by the reparameterization trick."""
         mu, logvar = self.encode(x)
-        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        return self.decode(z), mu, logvar
+        return self.decode(reparameterize(mu, logvar)), mu, logvar
 
 
 class ConvVAE(MLPVAE):

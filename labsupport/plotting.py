@@ -156,14 +156,3 @@ def plot_density_2d(
         ax.legend(loc="upper right")
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=xlim, ylim=ylim)
     return fig
-
-
-# --- Notebook 01/02: supervised, unsupervised, autoencoders ---
-
-# --- Notebook 03: variational autoencoders ---
-
-# --- Notebook 04: GANs ---
-
-# --- Notebook 05: GAN variants ---
-
-# --- Notebook 06: VAEs vs GANs and uses ---

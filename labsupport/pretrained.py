@@ -24,6 +24,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import metrics
+from .config import resolve_device, seed_everything, setup
+from .data import mnist_tensors
+from .models import MLPVAE, ConditionalDiscriminator, ConditionalGenerator, DigitClassifier
+from .train import train_classifier, train_conditional_gan, train_vae
+
 DIR = Path(__file__).resolve().parent / "checkpoints"
 MANIFEST = DIR / "manifest.json"
 
@@ -40,22 +46,14 @@ class Spec:
 
 
 def _classifier_spec() -> Spec:
-    from . import metrics
-
-    return Spec(build=metrics.DigitClassifier, train=lambda dev: metrics.train_classifier(epochs=4, device=dev, seed=0))
+    return Spec(build=DigitClassifier, train=lambda dev: train_classifier(epochs=4, device=dev, seed=0))
 
 
 def _vae_spec(latent_dim: int, hidden: int, epochs: int) -> Callable[[], Spec]:
     """A VAE trained with :func:`labsupport.train.train_vae` on all 60 000 dynamically binarized digits."""
 
     def make() -> Spec:
-        from .models import MLPVAE
-
         def fit_vae(dev: torch.device) -> tuple[nn.Module, dict]:
-            from . import metrics
-            from .data import mnist_tensors
-            from .train import train_vae
-
             x, _ = mnist_tensors(train=True)
             vae = MLPVAE(latent_dim, hidden).to(dev)
             hist = train_vae(vae, x, epochs=epochs, device=dev, seed=0, lr_decay=True, desc=f"VAE z={latent_dim}")
@@ -69,13 +67,7 @@ def _vae_spec(latent_dim: int, hidden: int, epochs: int) -> Callable[[], Spec]:
 
 def _cgan_spec(schedule: tuple[tuple[float, float], ...] = ((8e-4, 6), (2e-4, 3), (5e-5, 2)), batch_size: int = 64) -> Spec:
     """Conditional MLP GAN (projection discriminator) on all 60 000 digits, ``schedule`` = (lr, epochs) phases; only G is shipped."""
-    from .models import ConditionalDiscriminator, ConditionalGenerator
-
     def fit_cgan(dev: torch.device) -> tuple[nn.Module, dict]:
-        from . import metrics
-        from .data import mnist_tensors
-        from .train import train_conditional_gan
-
         x, y = mnist_tensors(train=True)
         G, D = ConditionalGenerator().to(dev), ConditionalDiscriminator().to(dev)
         steps = [(lr, int(epochs * len(x) // batch_size)) for lr, epochs in schedule]
@@ -90,14 +82,11 @@ def _cgan_spec(schedule: tuple[tuple[float, float], ...] = ((8e-4, 6), (2e-4, 3)
     return Spec(build=ConditionalGenerator, train=fit_cgan)
 
 
-# name -> Spec. Each notebook registers the models it ships in its own block below.
+# name -> Spec: the evaluation classifier (notebook 01), the VAEs (03), the conditional GAN (05).
 REGISTRY: dict[str, Callable[[], Spec]] = {
     "classifier": _classifier_spec,
-    # --- Notebook 03: VAEs ---
     "vae": _vae_spec(latent_dim=32, hidden=256, epochs=60),     # the notebook's main VAE (2.2 MB)
     "vae2d": _vae_spec(latent_dim=2, hidden=256, epochs=20),    # 2D latent: manifold grid and latent map
-    # --- Notebook 04: DCGAN ---
-    # --- Notebook 05: conditional GAN ---
     "cgan": lambda: _cgan_spec(),                                # G(z, y): ask for any digit
 }
 
@@ -124,8 +113,10 @@ def _spec(name: str) -> Spec:
     return REGISTRY[name]()
 
 
-def load(name: str, device: torch.device | str = "cpu", path: Path | None = None) -> nn.Module:
-    """Load shipped weights into a fresh model (eval mode). Raises :class:`CheckpointError` on any problem."""
+def load(name: str, device: torch.device | str | None = None, path: Path | None = None) -> nn.Module:
+    """Load shipped weights into a fresh model (eval mode) on ``device`` (None: the best available).
+
+    Raises :class:`CheckpointError` on any problem with the file."""
     spec, path = _spec(name), Path(path) if path else path_of(name)
     if not path.exists():
         raise CheckpointError(f"Checkpoint {path} is missing. {_retrain_hint(name)}")
@@ -141,7 +132,7 @@ def load(name: str, device: torch.device | str = "cpu", path: Path | None = None
         model.load_state_dict(state)
     except Exception as err:
         raise CheckpointError(f"Checkpoint {path} does not fit the current {type(model).__name__} ({str(err)[:300]}). {_retrain_hint(name)}") from None
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def save(name: str, model: nn.Module, metrics: dict, seconds: float, device: torch.device) -> Path:
@@ -160,9 +151,7 @@ def save(name: str, model: nn.Module, metrics: dict, seconds: float, device: tor
 
 def train(name: str, device: torch.device | str | None = None, keep: bool = True) -> tuple[nn.Module, dict]:
     """Train ``name`` from scratch with its fixed seed; with ``keep``, overwrite the shipped file."""
-    from .train import get_device, seed_everything
-
-    dev = get_device(device)
+    dev = resolve_device(device)
     spec = _spec(name)
     seed_everything(spec.seed)
     start = time.perf_counter()
@@ -179,9 +168,7 @@ def load_or_train(name: str, retrain: bool = False, device: torch.device | str |
     A model trained here is not written over the shipped file (only ``python -m labsupport.pretrained
     train`` does that), so a notebook never changes the package it runs from.
     """
-    from .train import get_device
-
-    dev = get_device(device)
+    dev = resolve_device(device)
     if retrain or not path_of(name).exists():
         print(f"training {name!r} from scratch ...")
         model, metrics = train(name, dev, keep=False)
@@ -201,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify", help="check every shipped file against its SHA-256")
     sub.add_parser("list", help="list shipped checkpoints")
     args = p.parse_args(argv)
-    from .train import setup
-
     if args.cmd == "train":
         setup(seed=0, device=args.device)
         for name in args.names or list(REGISTRY):

@@ -27,6 +27,8 @@ import ipywidgets as W
 import torch
 from PIL import Image, ImageDraw
 
+from .config import resolve_device
+
 
 def to_png(img: torch.Tensor, scale: int = 6) -> bytes:
     """``img: (1, H, W) or (H, W) in [0, 1]`` -> PNG bytes, enlarged ``scale`` times without blurring."""
@@ -82,10 +84,6 @@ def _one_thread(fn):
     return wrapped
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _require(model: torch.nn.Module, what: str, attrs: tuple[str, ...]) -> None:
     """A clear error when a model lacks the interface an explorer needs (see labsupport.models)."""
     missing = [a for a in attrs if not hasattr(model, a)]
@@ -115,7 +113,7 @@ def _active_dims(vae: torch.nn.Module, images: torch.Tensor, k: int) -> list[int
     A VAE leaves some dimensions unused (their posterior equals the prior for every input): a slider
     on one of them would change nothing, so the explorer puts sliders on the busiest ones first.
     """
-    mu = vae.encode(images[:1000].to(_device(vae)))[0]
+    mu = vae.encode(images[:1000].to(resolve_device(model=vae)))[0]
     return mu.var(0).argsort(descending=True)[:k].tolist()
 
 
@@ -131,7 +129,7 @@ def vae_explorer(vae: torch.nn.Module, images: torch.Tensor | None = None, n_sli
     _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
     _require_images(images)
     vae.eval()
-    dev, d = _device(vae), vae.latent_dim
+    dev, d = resolve_device(model=vae), vae.latent_dim
     dims = _active_dims(vae, images, min(n_sliders, d)) if images is not None else list(range(min(n_sliders, d)))
     base = torch.zeros(1, d, device=dev)
     sliders = [W.FloatSlider(value=0.0, min=-3.0, max=3.0, step=0.05, description=f"z[{i}]", continuous_update=True) for i in dims]
@@ -189,7 +187,7 @@ def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 
     _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
     _require_images(images)
     vae.eval()
-    dev = _device(vae)
+    dev = resolve_device(model=vae)
     pick_a = W.BoundedIntText(value=a, min=0, max=len(images) - 1, description="digit A", layout=W.Layout(width="170px"))
     pick_b = W.BoundedIntText(value=b, min=0, max=len(images) - 1, description="digit B", layout=W.Layout(width="170px"))
     t = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.02, description="t (A → B)", continuous_update=True)
@@ -241,7 +239,7 @@ def latent_map_explorer(
     if vae.latent_dim != 2:
         raise ValueError(f"latent_map_explorer needs a VAE with latent_dim == 2, got latent_dim = {vae.latent_dim}. Use vae_explorer instead.")
     vae.eval()
-    dev = _device(vae)
+    dev = resolve_device(model=vae)
     with torch.no_grad():
         codes = vae.encode(images[:2000].to(dev))[0].cpu() if images is not None else None
         n = 15
@@ -352,7 +350,7 @@ def cgan_explorer(generator: torch.nn.Module, n_sliders: int = 8, scale: int = 6
     """
     _require(generator, "a conditional generator G(z, y)", ("latent_dim", "num_classes"))
     generator.eval()
-    dev, d, k = _device(generator), generator.latent_dim, generator.num_classes
+    dev, d, k = resolve_device(model=generator), generator.latent_dim, generator.num_classes
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(1, d, generator=g).to(dev)
     digit = W.ToggleButtons(options=list(range(k)), value=0, description="digit y", style={"button_width": "32px"})

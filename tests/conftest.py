@@ -1,4 +1,22 @@
-import os
+"""Shared test machinery.
+
+The suite executes each notebook once per role (``make test`` = ``pytest tests --nbval-lax solutions``):
+
+* **solution**: nbval runs every cell of every solution notebook. Right after each cell that defines
+  an exercise (or calls its check), the hook below saves the exercise's function from nbval's own
+  kernel exactly as the grader does (``grading.EXPORT``). ``test_grading`` then checks those saved
+  functions in the grader's clean checking process: every solution grades full marks, without
+  running the notebook a second time.
+* **student**: the grader grades every student twin once (``course_grades`` in ``test_grading``); the
+  same executed notebooks prove that each twin stops at its first exercise (``test_notebooks``).
+
+Tests marked ``after_notebooks`` read what nbval left behind, so they are moved after the nbval items.
+"""
+
+import hashlib
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -6,18 +24,63 @@ import pytest
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parent.parent
+COURSE = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+END_TO_END = ["00_start_here"]  # solutions graded by the whole grader; the others reuse nbval's run
+NBVAL_EXPORTS = Path(tempfile.mkdtemp(prefix="labsupport-nbval-exports-"))  # {notebook}/{exercise}.pkl
+
+
+class _NbvalExports:
+    """Registered on the plugin manager (not as a conftest hook), so that it also sees the nbval items in solutions/."""
+
+    @staticmethod
+    def pytest_collection_modifyitems(config, items):
+        items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)  # stable: order kept otherwise
+
+    @staticmethod
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(item):
+        """After an nbval cell that defines an exercise, save the exercise's function from nbval's kernel (as the grader does)."""
+        outcome = yield
+        if type(item).__name__ != "IPyNbCell" or outcome.excinfo is not None:
+            return
+        from labsupport import grading
+
+        notebook = Path(str(item.parent.fspath)).stem
+        names = grading.exports_after(item.cell.source, [e["id"] for e in grading.load_exercises().get(notebook, [])])
+        if names:
+            folder = NBVAL_EXPORTS / notebook
+            folder.mkdir(exist_ok=True)
+            kernel = item.parent.kernel
+            msg_id = kernel.execute_cell_input(grading.EXPORT % (names, str(folder)), allow_stdin=False)
+            kernel.await_reply(msg_id, timeout=120)
+            kernel.await_idle(msg_id, timeout=120)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_notebooks: runs after nbval has executed the solution notebooks")
+    config.pluginmanager.register(_NbvalExports(), "labsupport-nbval-exports")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(NBVAL_EXPORTS, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
-def _seeded():
-    """Every test starts from the same random state, so a test that passed once passes every time."""
+def _clean_global_state():
+    """Every test starts from the same random state and leaves torch's global settings as it found them."""
     import random
 
     import torch
 
+    threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
+    rng = torch.random.get_rng_state()
     random.seed(0)
     torch.manual_seed(0)
     yield
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(grad)
+    torch.set_default_dtype(dtype)
+    torch.random.set_rng_state(rng)
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +91,38 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def mnist_available() -> bool:
     """Tests that need MNIST fail loudly (never skip) when it is missing: CI must provide it."""
-    from labsupport import data
+    from labsupport import config, data
 
-    raw = data.data_root() / "MNIST" / "raw"
+    raw = config.data_root() / "MNIST" / "raw"
     if not all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in data.MNIST_FILES):
         pytest.fail(f"MNIST is not in {raw}: set LABSUPPORT_DATA to a folder holding MNIST/raw (CI uses ../shared/data)")
     return True
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    rows = json.loads((out / "grades.json").read_text())["submissions"]
+    return {f"{r['student']}/{Path(r['file']).stem}": r for r in rows}
+
+
+@pytest.fixture(scope="session")
+def course_grades(tmp_path_factory, mnist_available):
+    """Grade every student notebook and the END_TO_END solutions once (fast mode, 2 at a time).
+
+    The executed student notebooks (``out/executed``) also serve ``test_notebooks``.
+    """
+    from labsupport import grading
+
+    copies = tmp_path_factory.mktemp("course")  # a snapshot: other authors may be editing the repository meanwhile
+    for folder, names in (("solutions", END_TO_END), ("notebooks", COURSE)):
+        (copies / folder).mkdir()
+        for name in names:
+            shutil.copy(ROOT / folder / f"{name}.ipynb", copies / folder)
+    before = _digest(copies)
+    out = tmp_path_factory.mktemp("course_grades")
+    code = grading.main([str(copies / "solutions"), str(copies / "notebooks"), "--out", str(out), "--jobs", "2", "--quiet"])
+    assert _digest(copies) == before, "the grader changed the submitted files"
+    return code, out, _rows(out)

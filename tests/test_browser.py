@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labsupport import config
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,7 @@ def _chromium() -> str:
     except ImportError:
         problem = "Playwright for Python is not installed (pip install -e '.[dev]')"
     if problem:
-        if os.environ.get("LABSUPPORT_REQUIRE_BROWSER", "") == "1":
+        if config.require_browser():
             pytest.fail(f"LABSUPPORT_REQUIRE_BROWSER=1 but {problem}: the browser test cannot run")
         pytest.skip(problem)
     return path

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from labsupport import checks
 from labsupport.checks import CheckFailed
-from labsupport.train import gan_d_loss, gan_g_loss
+from labsupport.losses import gan_d_loss, gan_g_loss
 
 bce = F.binary_cross_entropy_with_logits
 sig = torch.sigmoid

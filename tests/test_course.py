@@ -78,3 +78,50 @@ def test_unterminated_solution_is_an_error(tmp_path, root):
 
 def test_repository_notebooks_are_in_sync(root):
     assert course.check(root) == [], "run `python -m labsupport.course build` and commit"
+
+
+def test_colab_install_cell_keeps_colabs_torch(root, monkeypatch, capsys):
+    """The install cell of a built student notebook, run in a simulated Colab: the package goes in with
+    --no-deps, then only the requirements Colab lacks or has too old; torch and torchvision are never named."""
+    import importlib.metadata
+    import sys
+    import types
+
+    from labsupport import colab
+
+    calls, widget_manager = [], []
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    google.colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: widget_manager.append(True))
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", google.colab)
+    shell = types.SimpleNamespace(run_line_magic=lambda magic, line: calls.append((magic, line)))
+    monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+    # Colab as it might be: a newer torch than our pin, old ipywidgets, no ipyevents, an old ipykernel of its own.
+    colab_has = {"torch": "2.99.0", "torchvision": "0.99.0", "ipywidgets": "7.7.1", "ipykernel": "5.5.6", "jupyterlab": "3.0.0"}
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "ipyevents":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return colab_has.get(name) or real_version(name)
+
+    monkeypatch.setattr(colab.importlib.metadata, "version", version)
+    student = nbformat.read(root / "notebooks" / "07_latent_space_explorer.ipynb", as_version=4)
+    cell = next(c for c in student.cells if c.get("id") == "colab-install")
+    exec(cell.source, {"get_ipython": lambda: shell})
+    assert calls[0] == ("pip", "install -q --no-deps 'labsupport @ git+https://github.com/dgm-lab/deep-generative-lab'")
+    assert len(calls) == 2 and calls[1][0] == "pip"
+    installed = calls[1][1].split()[2:]
+    assert sorted(installed) == ["'ipyevents>=2.0'", "'ipywidgets>=8.0'"], installed
+    assert not any(word in line for _, line in calls[1:] for word in ("torch", "ipykernel", "jupyterlab", "pytest"))
+    assert widget_manager == [True]
+    assert "left as they are" in capsys.readouterr().out
+
+
+def test_install_cell_does_nothing_outside_colab(root):
+    student = nbformat.read(root / "notebooks" / "00_start_here.ipynb", as_version=4)
+    cell = next(c for c in student.cells if c.get("id") == "colab-install")
+    calls = []
+    exec(cell.source, {"get_ipython": lambda: calls.append("called")})
+    assert calls == []

@@ -1,16 +1,18 @@
+from pathlib import Path
+
+import pytest
 import torch
 import torchvision
-import pytest
 
-from labsupport import data
+from labsupport import config, data
 
 
 def test_data_root_order(monkeypatch, tmp_path):
     monkeypatch.delenv("LABSUPPORT_DATA", raising=False)
-    assert data.data_root() == (data.Path.home() / ".cache" / "labsupport" / "data").resolve()
+    assert config.data_root() == (Path.home() / ".cache" / "labsupport" / "data").resolve()
     monkeypatch.setenv("LABSUPPORT_DATA", str(tmp_path / "env"))
-    assert data.data_root() == (tmp_path / "env").resolve()
-    assert data.data_root(tmp_path / "arg") == (tmp_path / "arg").resolve()
+    assert config.data_root() == (tmp_path / "env").resolve()
+    assert config.data_root(tmp_path / "arg") == (tmp_path / "arg").resolve()
 
 
 def test_offline_and_missing_gives_clear_error(monkeypatch, tmp_path):

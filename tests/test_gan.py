@@ -5,7 +5,10 @@ import torch
 from torch import nn
 
 from labsupport import data, models
-from labsupport.train import ModeTracker, batch_sampler, gan_d_loss, gan_g_loss, seed_everything, train_gan
+from labsupport.config import seed_everything
+from labsupport.losses import gan_d_loss, gan_g_loss
+from labsupport.metrics import ModeTracker
+from labsupport.train import batch_sampler, train_gan
 
 
 def test_losses_match_closed_forms():

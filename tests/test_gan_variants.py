@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from labsupport import checks, data, metrics, pretrained, train
+from labsupport import checks, data, losses, metrics, pretrained, train
 from labsupport.models import ConditionalDiscriminator, ConditionalGenerator, CycleGenerator, PatchDiscriminator
 
 
 def test_reference_losses_pass_their_own_checks():
-    checks.check_critic_loss(train.critic_loss)
-    checks.check_gradient_penalty(train.gradient_penalty)
+    checks.check_critic_loss(losses.critic_loss)
+    checks.check_gradient_penalty(losses.gradient_penalty)
 
 
 def test_gradient_penalty_zero_for_unit_slope_and_trains_critic():
@@ -19,10 +19,10 @@ def test_gradient_penalty_zero_for_unit_slope_and_trains_critic():
     with torch.no_grad():
         critic.weight.copy_(torch.tensor([[0.6, 0.8, 0.0]]))  # |grad| = 1 everywhere
     real, fake = torch.randn(16, 3), torch.randn(16, 3)
-    assert train.gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    assert losses.gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
     with torch.no_grad():
         critic.weight.mul_(2.0)  # |grad| = 2: penalty (2 - 1)^2 = 1, gradient 2 (|w| - 1) w / |w| = w
-    pen = train.gradient_penalty(critic, real, fake)
+    pen = losses.gradient_penalty(critic, real, fake)
     assert pen.item() == pytest.approx(1.0, rel=1e-5)
     pen.backward()
     assert torch.allclose(critic.weight.grad, critic.weight.detach(), atol=1e-5)

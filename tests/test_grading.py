@@ -1,14 +1,12 @@
 """The grader (labsupport.grading): real notebooks grade full marks or zero; planted mistakes, endless
 loops, crashes, output bombs, redefined checks and broken files each get the right score and message.
 
-Two grading runs serve every test (each is slow-ish: one kernel per notebook): every solution and
-student notebook of the course, and a class of tiny hand-made notebooks for exercise 1 of 00_start_here.
+Two grading runs serve every test (each is slow-ish: one kernel per notebook): every student notebook
+of the course with one solution graded end to end, and a class of tiny hand-made notebooks for
+exercise 1 of 00_start_here. The other solutions' saved functions come from nbval's run (conftest.py).
 """
 
 import csv
-import hashlib
-import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +14,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import COURSE, END_TO_END, NBVAL_EXPORTS, _digest, _rows  # course_grades, the session fixture, is there too
 from labsupport import course, grading
 
 ROOT = Path(__file__).resolve().parent.parent
-COURSE = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
 RIGHT = "import torch\n\ndef normalize_images(images):\n    return images.float().div(255.0).unsqueeze(1)"
 CHECK = "from labsupport.checks import check_normalize_images\ncheck_normalize_images(normalize_images)"
 
@@ -33,31 +31,7 @@ def _notebook(path: Path, *cells: str, notebook: str | None = "00_start_here", *
     return path
 
 
-def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _rows(out: Path) -> dict[str, dict]:
-    rows = json.loads((out / "grades.json").read_text())["submissions"]
-    return {f"{r['student']}/{Path(r['file']).stem}": r for r in rows}
-
-
 # --- the course's own notebooks ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def course_grades(tmp_path_factory, mnist_available):
-    """Grade every solution and every student notebook once (fast mode, 2 at a time)."""
-    copies = tmp_path_factory.mktemp("course")  # a snapshot: other authors may be editing the repository meanwhile
-    for folder in ("solutions", "notebooks"):
-        (copies / folder).mkdir()
-        for name in COURSE:
-            shutil.copy(ROOT / folder / f"{name}.ipynb", copies / folder)
-    before = _digest(copies)
-    out = tmp_path_factory.mktemp("course_grades")
-    code = grading.main([str(copies / "solutions"), str(copies / "notebooks"), "--out", str(out), "--jobs", "2", "--quiet"])
-    assert _digest(copies) == before, "the grader changed the submitted files"
-    return code, out, _rows(out)
 
 
 def test_manifest_is_what_build_writes(root):
@@ -69,13 +43,37 @@ def test_manifest_is_what_build_writes(root):
         assert listed[name], f"{name} has no exercise to grade"
 
 
-@pytest.mark.parametrize("name", COURSE)
-def test_every_solution_grades_full_marks(course_grades, name):
+def _assert_full_marks(results: dict, name: str) -> None:
+    ids = [e["id"] for e in grading.load_exercises()[name]]
+    failed = [(i, results.get(i, {}).get("message", "not checked")) for i in ids if not results.get(i, {}).get("passed")]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", END_TO_END)
+def test_solutions_grade_full_marks_end_to_end(course_grades, name):
     code, out, rows = course_grades
     row = rows[f"solutions/{name}"]
-    failed = [(e["id"], e["message"]) for e in row["exercises"] if not e["passed"]]
-    assert not failed and row["total"] == row["max"] > 0, (row["status"], row["problems"], failed)
+    _assert_full_marks({e["id"]: e for e in row["exercises"]}, name)
+    assert row["total"] == row["max"] > 0
     assert row["status"] == "ok", row["problems"] + [c["evalue"] for c in row["cell_errors"]]
+
+
+@pytest.mark.after_notebooks
+@pytest.mark.parametrize("name", COURSE)
+def test_every_solution_grades_full_marks(name, tmp_path, mnist_available):
+    """The grader's checking process passes every exercise function that nbval's run of the solution saved.
+
+    Without that run (e.g. ``pytest tests/test_grading.py`` alone) the solution is graded end to end instead.
+    """
+    ids = [e["id"] for e in grading.load_exercises()[name]]
+    export = NBVAL_EXPORTS / name
+    if not export.exists():
+        rows = grading.grade([ROOT / "solutions" / f"{name}.ipynb"], tmp_path / "out", grading.Settings(threads=2), progress=False)
+        _assert_full_marks({e["id"]: e for e in rows[0]["exercises"]}, name)
+        return
+    missing = [i for i in ids if not (export / f"{i}.pkl").exists()]
+    assert not missing, f"nbval's run of {name} saved no function for {missing}: the solution stopped before them"
+    _assert_full_marks(grading.check_exports(export, ids, grading.Settings(threads=2), tmp_path), name)
 
 
 @pytest.mark.parametrize("name", COURSE)
@@ -91,10 +89,10 @@ def test_course_reports(course_grades):
     assert code == 0
     with open(out / "grades.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 2 * len(COURSE)
+    assert len(table) == len(END_TO_END) + len(COURSE)
     columns = set(table[0])
-    for name, ex in grading.load_exercises().items():
-        assert {e["id"] if len(COURSE) == 1 else f"{name}:{e['id']}" for e in ex} <= columns
+    for name in set(END_TO_END) | set(COURSE):
+        assert {f"{name}:{e['id']}" for e in grading.load_exercises()[name]} <= columns
     for r in table:
         assert float(r["total"]) == (float(r["max"]) if r["student"] == "solutions" else 0)
     student = (out / "feedback" / "notebooks.md").read_text()

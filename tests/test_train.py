@@ -5,35 +5,93 @@ from labsupport import config, train
 from labsupport.data import TensorLoader
 
 
-def test_get_device_default_and_cpu(monkeypatch):
+@pytest.mark.parametrize("cuda, mps, best", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, best):
     monkeypatch.delenv("LABSUPPORT_DEVICE", raising=False)
-    assert train.get_device("cpu") == torch.device("cpu")
-    assert train.get_device().type in ("cpu", "cuda", "mps")
-    monkeypatch.setenv("LABSUPPORT_DEVICE", "cpu")
-    assert train.get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert config.get_device() == torch.device(best)
+    assert config.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LABSUPPORT_DEVICE", "cpu")  # the environment overrides the best device
+    assert config.get_device() == torch.device("cpu")
+
+
+def test_one_device_rule(monkeypatch):
+    """None: the model's device, or the best one without a model; a string goes through get_device."""
+    monkeypatch.delenv("LABSUPPORT_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    model = torch.nn.Linear(2, 2)
+    assert config.resolve_device(None, model) == torch.device("cpu")
+    assert config.resolve_device(None, torch.nn.ReLU()) == config.get_device()  # no parameters: the best device
+    assert config.resolve_device("cpu", model) == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        config.resolve_device("cuda", model)
+    with pytest.raises(ValueError, match="Use 'cpu'"):
+        config.resolve_device("gpu")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: train.train_gan(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1), lambda b: torch.randn(b, 2), steps=1, device="gpu"),
+    lambda: train.train_vae(torch.nn.Linear(2, 2), torch.rand(4, 1, 28, 28), epochs=1, device="gpu"),
+    lambda: train.fit(torch.nn.Linear(2, 2), lambda m, b: m(b).sum(), [torch.randn(2, 2)], device="gpu"),
+    lambda: train.toy_gan("gan", torch.randn(10, 2), steps=1, device="gpu"),
+])
+def test_every_loop_validates_its_device(call):
+    with pytest.raises(ValueError, match="Unknown device 'gpu'"):
+        call()
+
+
+def _recorded_bars(monkeypatch) -> list:
+    bars = []
+
+    class Recording(train.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(train, "tqdm", Recording)
+    return bars
+
+
+def test_progress_of_a_time_budget_shows_seconds_not_a_made_up_step_total(monkeypatch):
+    bars = _recorded_bars(monkeypatch)
+    loader = TensorLoader(torch.ones(64, 1), batch_size=4)
+    hist = train.fit(torch.nn.Linear(1, 1), lambda m, b: m(b).pow(2).mean(), loader, epochs=10**6, max_seconds=1.0, device="cpu")
+    (bar,) = bars
+    assert bar.total == 1.0 and 0.9 <= hist["seconds"][-1] < 1.5
+    text = str(bar)
+    assert "/1 s" in text and "16000000" not in text and "1000000" not in text, text
+
+
+def test_progress_of_a_step_count_counts_steps(monkeypatch):
+    bars = _recorded_bars(monkeypatch)
+    train.fit(torch.nn.Linear(1, 1), lambda m, b: m(b).pow(2).mean(), TensorLoader(torch.ones(64, 1), batch_size=4), epochs=2, device="cpu")
+    (bar,) = bars
+    assert bar.total == 32 and bar.n == 32
 
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:banana", "tpu"])
 def test_unknown_device_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="Use 'cpu', 'cuda'"):
-        train.get_device(bad)
+        config.get_device(bad)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_missing_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA GPU"):
-        train.get_device("cuda")
+        config.get_device("cuda")
 
 
 def test_seed_everything_repeats():
-    train.seed_everything(3)
+    config.seed_everything(3)
     a = torch.randn(5)
-    train.seed_everything(3)
+    config.seed_everything(3)
     assert torch.equal(a, torch.randn(5))
 
 
 def test_fit_reduces_loss_and_respects_budgets():
-    train.seed_everything(0)
+    config.seed_everything(0)
     x = torch.randn(512, 3)
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1
     model = torch.nn.Linear(3, 1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labsupport import data, metrics, models, pretrained, train
+from labsupport import config, data, losses, metrics, models, pretrained, train
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,18 @@ class _Fixed(torch.nn.Module):
 def test_vae_loss_is_bernoulli_nll_summed_plus_kl():
     torch.manual_seed(0)
     vae, x = _Fixed(), torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
-    loss, logs = train.vae_loss(vae, x, beta=1.0)
+    loss, logs = losses.vae_loss(vae, x, beta=1.0)
     mu, logvar = vae.encode(x)
     rec = F.binary_cross_entropy_with_logits(vae.decode(mu), x, reduction="sum") / 4
     kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
     assert torch.allclose(loss, rec + kl, rtol=1e-4)
     assert logs["rec"] == pytest.approx(rec.item(), rel=1e-4) and logs["kl"] == pytest.approx(kl.item(), rel=1e-4)
-    loss3, _ = train.vae_loss(vae, x, beta=3.0)
+    loss3, _ = losses.vae_loss(vae, x, beta=3.0)
     assert torch.allclose(loss3, rec + 3 * kl, rtol=1e-4)
 
 
 def test_train_vae_lowers_the_negative_elbo(digits):
-    train.seed_everything(0)
+    config.seed_everything(0)
     vae = models.MLPVAE(16, 128)
     held_out = metrics.binarized_test_set(500)
     before = metrics.negative_elbo(vae, held_out)
@@ -89,7 +89,7 @@ def test_train_vae_respects_the_time_budget(digits):
 
 
 def test_evaluate_vae_repeats_and_iw_is_tighter(digits):
-    train.seed_everything(0)
+    config.seed_everything(0)
     vae = models.MLPVAE(8, 64)
     train.train_vae(vae, digits, epochs=2, seed=0)
     a = metrics.evaluate_vae(vae, n_elbo=300, n_iw=30, k=50)

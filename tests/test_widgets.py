@@ -85,10 +85,16 @@ def test_slider_change_changes_the_image(explorer):
     assert (_pixels(explorer.view.value) - _pixels(before)).abs().max() > 0
 
 
-def test_redraw_latency_is_under_100_ms(explorer, request):
+def test_redraw_latency_times_real_redraws(explorer):
+    """The 100 ms target is measured by ``python -m bench --only sliders``; here: the timer times redraws that happen."""
     res = widgets.redraw_latency(explorer, repeats=20)
-    print(f"\n{request.node.callspec.id} explorer: redraw median {res['median_ms']:.1f} ms, max {res['max_ms']:.1f} ms")
-    assert 0 < res["median_ms"] < 100, res
+    assert res["repeats"] == 20 and 0 < res["median_ms"] <= res["max_ms"], res
+
+
+def test_redraw_latency_refuses_an_explorer_that_does_not_redraw(explorer):
+    explorer.sliders[0].unobserve_all()  # the slider no longer redraws the digit
+    with pytest.raises(RuntimeError, match="not redrawing"):
+        widgets.redraw_latency(explorer, repeats=5)
 
 
 def test_vae_explorer_keeps_the_old_call_working():
