@@ -1,8 +1,8 @@
-"""Helpers for the Deep Generative Modeling Lab.
+"""Helpers for the Deep Generative Modeling Lab, in layers (ARCHITECTURE.md says which may import which).
 
-Flat modules named for what they hold:
-``config`` (fast mode), ``data``, ``models``, ``train``, ``plotting``, ``widgets``,
-``metrics``, ``checks`` (exercise checks), ``pretrained`` (shipped checkpoints),
+``config`` (switches, device, seeds), ``data``, ``losses`` (the reference losses), ``models``,
+``metrics``, ``train`` (loops), ``pretrained`` (shipped checkpoints), ``plotting``, ``widgets``,
+``checks`` (exercise checks), ``colab`` (the Colab install), and the instructor side:
 ``course`` (solution -> student build tool) and ``grading``.
 """
 
