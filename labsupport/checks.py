@@ -89,6 +89,14 @@ def ratio_hint(got: torch.Tensor | float, want: torch.Tensor | float) -> str:
     return ""
 
 
+STAGES: list[str] = []  # partial credit: the stages the running check has passed, in order (the grader reads and clears it)
+
+
+def stage(name: str) -> None:
+    """Mark a stage of partial credit as passed (its points are declared in ``labsupport/exercises.json``)."""
+    STAGES.append(name)
+
+
 def passed(name: str, detail: str = "") -> None:
     print(f"\u2713 {name}: all checks passed{' (' + detail + ')' if detail else ''}.")
 
@@ -379,6 +387,7 @@ def check_kl_divergence(fn: Callable) -> None:
         mu[0], logvar[0] = 0.0, 0.0   # q equals the prior: KL = 0
         logvar[1] = 0.0               # unit variance: KL = |mu|^2 / 2
     kl = expect_tensor(call(fn, mu, logvar), (b,), "kl_divergence(mu, logvar)")
+    stage("shape")
     m, lv = mu.detach().double(), logvar.detach().double()
     want = losses.kl_normal(m, lv)
     got = kl.detach().double()
@@ -406,6 +415,7 @@ def check_kl_divergence(fn: Callable) -> None:
             raise CheckFailed(f"For mu = 0 and logvar = 0 (q equals the prior) the KL must be 0, got {got[0].item():.4g}.")
         raise CheckFailed(f"kl_divergence gives {[round(v, 3) for v in got.tolist()]}, expected "
                           f"{[round(v, 3) for v in want.tolist()]} (0.5 * sum over dims of mu^2 + exp(logvar) - 1 - logvar).{ratio_hint(got, want)}")
+    stage("values")
     if not kl.requires_grad:
         raise CheckFailed("The KL does not track gradients (.item(), numpy or .detach() inside?): training needs them.")
     kl.sum().backward()
@@ -431,6 +441,7 @@ def check_negative_elbo(fn: Callable) -> None:
                               "(or apply torch.sigmoid once before F.binary_cross_entropy).") from None
         raise
     loss = expect_tensor(out, (), "negative_elbo(x, x_logits, mu, logvar)")
+    stage("shape")
     xl, m, lv = x_logits.detach().double(), mu.detach().double(), logvar.detach().double()
     xd = x.double()
     rec = losses.bernoulli_nll(xd, xl)
@@ -460,6 +471,7 @@ def check_negative_elbo(fn: Callable) -> None:
                 raise CheckFailed(f"negative_elbo is off: {text}.")
         raise CheckFailed(f"negative_elbo gives {got.item():.4f}, expected {want.item():.4f} "
                           f"(reconstruction {rec.mean().item():.2f} + KL {kl.mean().item():.2f}).{ratio_hint(got, want)}")
+    stage("value")
     if not loss.requires_grad:
         raise CheckFailed("The loss does not track gradients (.item(), numpy or .detach() inside?): training needs them.")
     loss.backward()

@@ -1,13 +1,16 @@
 """The course's switches, device, threads and seeds: every environment variable is read here and nowhere else.
 
 ``LABSUPPORT_FAST=1``        fast mode: notebooks train for real, on less data and fewer steps (CI uses it).
+``LABSUPPORT_GRADING=1``     grading mode (the grader sets it): fast mode, and training before a notebook's last
+                           exercise shrinks to the least that still defines its functions (``pick(..., grading=)``).
 ``LABSUPPORT_DATA``          where data sets live (see :func:`data_root`).
 ``LABSUPPORT_DEVICE``        force a device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
 ``LABSUPPORT_THREADS``       CPU threads for torch (default: all cores, at most 8).
 ``LABSUPPORT_REPORT``        a file that :func:`labsupport.metrics.report` appends measured numbers to (the bench sets it).
 ``LABSUPPORT_REQUIRE_BROWSER=1``  the browser test fails instead of skipping when Chromium is missing (CI sets it).
 
-The two modes are called ``"normal"`` and ``"fast"`` everywhere (here, in ``bench`` and in the grader).
+The three modes are called ``"normal"``, ``"fast"`` and ``"grading"`` everywhere (here, in ``bench`` and in
+the grader). Grading mode is fast mode everywhere a notebook gives no ``grading=`` value; ``FAST`` is true in it.
 Child processes (graded kernels, benchmarked notebooks) get their switches from :func:`environment`.
 """
 
@@ -21,22 +24,27 @@ from typing import TypeVar
 import torch
 
 T = TypeVar("T")
-MODES = ("normal", "fast")
+MODES = ("normal", "fast", "grading")
+_UNSET = object()
 
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-FAST: bool = _flag("LABSUPPORT_FAST")
-MODE: str = "fast" if FAST else "normal"
+GRADING: bool = _flag("LABSUPPORT_GRADING")
+FAST: bool = _flag("LABSUPPORT_FAST") or GRADING
+MODE: str = "grading" if GRADING else "fast" if FAST else "normal"
 
 
-def pick(normal: T, fast: T) -> T:
-    """Return ``fast`` in fast mode and ``normal`` otherwise.
+def pick(normal: T, fast: T, grading: T = _UNSET) -> T:  # type: ignore[assignment]
+    """Return ``fast`` in fast mode, ``grading`` in grading mode (``fast`` when not given), ``normal`` otherwise.
 
     >>> epochs = pick(normal=10, fast=1)
+    >>> steps = pick(normal=5000, fast=300, grading=1)  # before the last exercise: only what defines the functions
     """
+    if GRADING and grading is not _UNSET:
+        return grading
     return fast if FAST else normal
 
 
@@ -77,14 +85,15 @@ def environment(mode: str | None = None, threads: int | None = None, report: str
                 device: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process (a kernel, a checking process): this one's, with the course's switches set.
 
-    ``mode``: ``"normal"`` or ``"fast"`` (default: this process's mode); ``threads``: its torch threads;
+    ``mode``: ``"normal"``, ``"fast"`` or ``"grading"`` (default: this process's mode); ``threads``: its torch threads;
     ``report``: the file it hands measured numbers to (none by default); ``device``: its forced device.
     """
     mode = mode or MODE
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     env = dict(os.environ if base is None else base)
-    env["LABSUPPORT_FAST"] = "1" if mode == "fast" else "0"
+    env["LABSUPPORT_FAST"] = "1" if mode in ("fast", "grading") else "0"
+    env["LABSUPPORT_GRADING"] = "1" if mode == "grading" else "0"
     if threads is not None:
         env["LABSUPPORT_THREADS"] = str(threads)
     if report is not None:

@@ -34,7 +34,13 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 DEF = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w*)", re.M)
 KEEP_CELL_METADATA = ("tags", "labsupport")
-EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"}]}, written by build
+EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"[, "stages"]}]}, written by build
+# Partial credit: points a check awards per stage it passes (``labsupport.checks.stage(name)``) when it does not
+# pass whole; the rest of the exercise's points need the whole check. Exercises not listed are all-or-nothing.
+STAGES = {
+    "kl_divergence": {"shape": 0.25, "values": 0.5},   # (B,) right; then the closed form's values; then its gradients
+    "negative_elbo": {"shape": 0.25, "value": 0.5},    # a scalar; then its value; then gradients reaching every input
+}
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -146,7 +152,11 @@ def _targets(root: Path) -> dict[Path, str]:
         sol, student = build_pair(src)
         files[root / "solutions" / src.name] = sol + "\n"
         files[root / "notebooks" / src.name] = student + "\n"
-        manifest[src.stem] = json.loads(sol)["metadata"]["labsupport"]["exercises"]
+        manifest[src.stem] = [{**e, **({"stages": STAGES[e["id"]]} if e["id"] in STAGES else {})}
+                              for e in json.loads(sol)["metadata"]["labsupport"]["exercises"]]
+        for e in manifest[src.stem]:
+            if sum(e.get("stages", {}).values()) >= e["points"]:
+                raise ValueError(f"{e['id']}: its stages award {sum(e['stages'].values())} of {e['points']} points; the whole check must earn the rest")
     # The grader's source of truth for exercise ids and points (shipped in the package; a submission's own metadata is not trusted).
     files[root / EXERCISES] = json.dumps(manifest, indent=1) + "\n"
     return files

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
 import re
+import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import config
+from . import checking, config, gradescope, similarity
 
 PACKAGE = Path(__file__).resolve().parent
 EXERCISES = PACKAGE / "exercises.json"
@@ -55,10 +58,11 @@ class Settings:
     timeout: float = 900.0  # seconds per notebook (all cells together)
     cell_timeout: float = 300.0  # seconds per cell
     check_timeout: float = 60.0  # seconds per check
-    mode: str = "fast"  # the course's mode in the kernel: "fast" or "normal"
+    mode: str = "grading"  # the course's mode in the kernel: "grading" (least training), "fast" or "normal"
     run_all: bool = False  # run the cells after the last exercise too
     max_output: int = 100_000  # characters of output kept per cell
     threads: int = 1  # LABSUPPORT_THREADS for the kernel and the checks
+    memory_limit: int = 4096  # MB of data memory (RLIMIT_DATA: heap and private mappings) per kernel and per check
 
 
 # --- which assignment, which exercises ----------------------------------------------------------
@@ -165,9 +169,10 @@ def _environment(s: Settings) -> dict[str, str]:
 
 
 def exports_after(source: str, ids: list[str]) -> list[str]:
-    """The exercises to save after a code cell: those it defines (``def``/``class``/assignment) or whose check it calls."""
+    """The exercises to save after a code cell: those it defines (``def``/``class``/assignment/import) or whose check it calls."""
     return [name for name in ids
-            if re.search(rf"^\s*(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=|\bcheck_{re.escape(name)}\s*\(", source, re.M)]
+            if re.search(rf"^\s*(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=|\bcheck_{re.escape(name)}\s*\("
+                         rf"|^\s*(?:from\s+\S+\s+)?import\s+[^#\n]*\b{re.escape(name)}\b", source, re.M)]
 
 
 def _export_points(nb, ids: list[str]) -> dict[int, list[str]]:
@@ -247,6 +252,9 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
 
     with open(work.parent / "kernel.log", "wb") as kernel_log:  # the kernel's own stderr (warnings), kept out of the terminal
         async with client.async_setup_kernel(env=env, stdout=kernel_log, stderr=kernel_log):
+            if s.memory_limit > 0:  # before any cell: the kernel (and what it starts) may not hold more data than this
+                limit = s.memory_limit * 2**20
+                resource.prlimit(client.km.provisioner.process.pid, resource.RLIMIT_DATA, (limit, limit))
             pending = list(ids)
             for i, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
@@ -303,112 +311,84 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
 
 
 def check_exports(export: Path, ids: list[str], s: Settings, scratch: Path) -> dict[str, dict]:
-    """Run the course's checks on the functions saved in ``export`` (by :data:`EXPORT`) in fresh processes,
-    started in ``scratch/empty``; a check that hangs or kills its process costs only its own exercise
-    (the others are checked in a new process). Returns ``{id: {"passed", "message", ...}}``."""
+    """Run the course's checks on the functions saved in ``export`` (by :data:`EXPORT`) with
+    :mod:`labsupport.checking`, started in ``scratch/empty``: every exercise in its own forked child, with
+    its own time and memory limit and its own key. Only a verdict signed with that exercise's key counts;
+    whatever else comes back (a forged line, an exit code, a timeout) earns nothing.
+    Returns ``{id: {"passed", "message", "stages", "reference", "tampered", "memory", ...}}``."""
     env = _environment(s)
     (scratch / "empty").mkdir(parents=True, exist_ok=True)
+    keys = {i: secrets.token_bytes(checking.KEY_BYTES) for i in ids}
+    events: list[dict] = []
+    with open(scratch / "checks.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "labsupport.checking", str(export.resolve()), str(s.memory_limit), str(s.check_timeout), *ids],
+                                cwd=scratch / "empty", env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        try:  # the server runs no student code; its limit covers importing torch and every child's own limit
+            out, _ = proc.communicate(b"".join(keys[i] for i in ids), timeout=120 + len(ids) * (s.check_timeout + 15))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    for line in out.decode(errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if isinstance(rec := json.loads(line), dict):
+                events.append(rec)
     results: dict[str, dict] = {}
-    remaining = list(ids)
-    attempt = 0
-    while remaining:
-        attempt += 1
-        out = scratch / f"results-{attempt}.jsonl"
-        cmd = [sys.executable, "-m", "labsupport.grading", "--run-checks", str(export), str(out), *remaining]
-        with open(scratch / f"checks-{attempt}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=scratch / "empty", env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        current, since, started = None, time.monotonic(), time.monotonic()
-        killed = None
-        while True:
-            done = proc.poll() is not None
-            for rec in _records(out):
-                if "start" in rec and rec["start"] != current and rec["start"] not in results:
-                    current, since = rec["start"], time.monotonic()
-                elif "id" in rec:
-                    results[rec["id"]] = rec
-            if current in results:
-                current = None
-            if done:
-                break
-            waited = time.monotonic() - (since if current else started)
-            if waited > (s.check_timeout if current else s.check_timeout + 120):  # startup: importing torch
-                killed = current
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                break
-            time.sleep(0.05)
-        if current is not None and current not in results:
-            why = f"took longer than {s.check_timeout:g} s (an endless loop?)" if killed else f"made the checking process exit (exit code {proc.returncode})"
-            results[current] = {"id": current, "passed": False, "message": f"Checking `{current}` {why}."}
-        left = [i for i in remaining if i not in results]
-        if left == remaining:  # nothing started: the process itself failed (not the student's fault)
-            log = (scratch / f"checks-{attempt}.log").read_text(errors="replace")[-2000:]
-            for i in left:
-                results[i] = {"id": i, "passed": False, "message": f"The grader could not run the checks: {log}", "grader_error": True}
-            left = []
-        remaining = left
+    for name in ids:
+        done = [e for e in events if e.get("event") == "done" and e.get("id") == name]
+        verdict, forged = None, False
+        for e in done:
+            for line in e.get("lines", []) if isinstance(e.get("lines"), list) else []:
+                try:
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, TypeError):
+                    forged = True
+                    continue
+                if checking.verify(keys[name], rec, name):
+                    verdict = rec
+                else:
+                    forged = True
+        if verdict is not None:
+            results[name] = verdict
+            continue
+        last = done[-1] if done else None
+        fail = {"id": name, "passed": False, "stages": [], "reference": [], "tampered": [], "memory": False, "forged": forged}
+        if last is None:
+            text = (scratch / "checks.log").read_text(errors="replace")[-2000:]
+            results[name] = {**fail, "message": f"The grader could not run the checks: {text}", "grader_error": True}
+        elif last.get("timeout"):
+            results[name] = {**fail, "message": f"Checking `{name}` took longer than {s.check_timeout:g} s (an endless loop?)."}
+        else:
+            why = f"made the checking process exit (exit code {last.get('exit')})"
+            if forged:
+                why += " after writing a verdict the grader did not sign: forged results earn nothing"
+            results[name] = {**fail, "message": f"Checking `{name}` {why}."}
     return results
 
 
-def _records(path: Path) -> list[dict]:
-    records = []
-    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line still being written
-            pass
-    return records
+def _memory_problem(text: str) -> bool:
+    return "MemoryError" in text or "can't allocate memory" in text or "Cannot allocate memory" in text or "bad_alloc" in text
 
 
-def run_checks_main(export: Path, out: Path, ids: list[str]) -> int:
-    """Inside the clean process: check each saved function, one JSON line per event in ``out``."""
-    import contextlib
-    import io
-    import pickle
-    import random
-
-    import labsupport.checks as checks  # a fresh import: nothing from the notebook has run in this process
-
-    CheckFailed = checks.CheckFailed
-    found = {i: getattr(checks, f"check_{i}", None) for i in ids}  # looked up before any student code runs
-
-    class Capped(io.StringIO):
-        def write(self, text):
-            return super().write(text[: max(0, 20_000 - self.tell())]) if self.tell() < 20_000 else len(text)
-
-    with open(out, "a", buffering=1) as log:
-        for name in ids:
-            log.write(json.dumps({"start": name}) + "\n")
-            rec = {"id": name, "passed": False}
-            status_file, pkl = export / f"{name}.status", export / f"{name}.pkl"
-            if found[name] is None:
-                rec.update(message=f"The course has no check_{name} in labsupport.checks.", grader_error=True)
-            elif not pkl.exists():
-                rec["message"] = (status_file.read_text() if status_file.exists() else f"The notebook stopped before `{name}` was defined.")
-            else:
-                shown = Capped()
-                try:
-                    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
-                        with open(pkl, "rb") as f:
-                            fn = pickle.load(f)
-                        random.seed(0)
-                        try:
-                            import numpy
-                            import torch
-
-                            torch.manual_seed(0)
-                            numpy.random.seed(0)
-                        except ImportError:
-                            pass
-                        found[name](fn)
-                    rec.update(passed=True, message=shown.getvalue().strip().splitlines()[-1] if shown.getvalue().strip() else "passed")
-                except CheckFailed as err:
-                    rec["message"] = str(err)
-                except BaseException as err:  # the student's code escaped the check's own handling
-                    rec["message"] = f"The check could not finish: {type(err).__name__}: {str(err)[:1000]}"
-            rec["message"] = rec["message"][:5000]
-            log.write(json.dumps(rec) + "\n")
-    return 0
+def score_exercise(e: dict, r: dict, memory_limit: int) -> tuple[float, str]:
+    """``(score, message)`` of one exercise from its verified verdict ``r`` and its entry ``e`` in exercises.json."""
+    message = r.get("message") or "not graded"
+    if r.get("reference"):
+        names = ", ".join(f"`{n}`" for n in r["reference"])
+        return 0, (f"0 points: `{e['id']}` uses the course's own answer {names} instead of your own code. "
+                   "Write it yourself; torch and the helpers the exercise names are fine.")
+    if r.get("tampered"):
+        return 0, f"0 points: while it was being checked, {'; '.join(r['tampered'])}. Grading code is not the exercise."
+    if r.get("memory"):
+        return 0, f"0 points: it ran out of memory while it was being checked (the limit is {memory_limit} MB). Last message: {message}"
+    if r.get("passed"):
+        return e["points"], message
+    stages = e.get("stages", {})
+    earned = [(k, v) for k, v in stages.items() if k in r.get("stages", [])]
+    if not earned:
+        return 0, message
+    score = sum(v for _, v in earned)
+    parts = ", ".join(f"{k} right (+{v:g})" for k, v in earned)
+    return score, f"Partial credit {score:g} / {e['points']:g}: {parts}. The other {e['points'] - score:g} need the whole check to pass: {message}"
 
 
 def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s: Settings,
@@ -447,6 +427,14 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
                 row["status"].append("grader-error")
                 row["problems"].append(f"the notebook could not be run: {type(err).__name__}: {err}")
             row["cell_errors"] = [e for e in ran["errors"] if e["ename"] != TIME_LIMIT]
+            out_of_memory = [e["cell"] for e in row["cell_errors"] if _memory_problem(e["ename"] + " " + e["evalue"])]
+            log = (tmp / "kernel.log").read_text(errors="replace")[-20_000:] if (tmp / "kernel.log").exists() else ""
+            if ran["stopped"] and "kernel died" in ran["stopped"] and _memory_problem(log):
+                out_of_memory.append("the kernel")
+            if out_of_memory:
+                row["status"].append("memory")
+                row["problems"].append(f"out of memory (the limit is {s.memory_limit} MB per kernel, --memory-limit) in cell(s) "
+                                       f"{', '.join(map(str, out_of_memory))}; the exercises saved before still count")
             row["truncated_cells"] = ran["truncated"]
             if row["cell_errors"]:
                 row["status"].append("cell-errors")
@@ -470,10 +458,13 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
             shutil.rmtree(tmp, ignore_errors=True)  # only the grader's own temporary folder
     for e in listed:
         r = results.get(e["id"], {})
-        message = r.get("message") or ("not graded: " + "; ".join(row["problems"]) if row["problems"] else "not graded")
-        score = e["points"] if r.get("passed") else 0
+        if not r.get("message"):
+            r = {**r, "message": "not graded: " + "; ".join(row["problems"]) if row["problems"] else "not graded"}
+        score, message = score_exercise(e, r, s.memory_limit)
         row["exercises"].append({"number": e["number"], "id": e["id"], "points": e["points"], "score": score,
-                                 "passed": bool(r.get("passed")), "message": message})
+                                 "passed": score == e["points"], "message": message})
+        if r.get("memory"):
+            row["status"].append("memory")
     row["total"] = sum(e["score"] for e in row["exercises"])
     row["max"] = sum(e["points"] for e in listed)
     row["status"] = ";".join(dict.fromkeys(row["status"])) or "ok"
@@ -524,7 +515,7 @@ def find_submissions(paths: list[Path], exercises: dict[str, list[dict]]) -> lis
     return found
 
 
-def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]], s: Settings) -> None:
+def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]], s: Settings, similar: list[dict] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(r["notebook"] for r in rows if r["notebook"] in exercises))
     columns = [(nb, e["id"], e["id"] if len(names) == 1 else f"{nb}:{e['id']}") for nb in names for e in exercises[nb]]
@@ -534,8 +525,17 @@ def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]],
         for r in rows:
             scores = {(r["notebook"], e["id"]): e["score"] for e in r["exercises"]}
             w.writerow([r["student"], r["notebook"] or ""] + [scores.get(c[:2], "") for c in columns] + [r["total"], r["max"], r["status"]])
-    report = {"settings": asdict(s), "exercises": {nb: exercises[nb] for nb in names}, "submissions": rows}
+    report = {"settings": asdict(s), "exercises": {nb: exercises[nb] for nb in names}, "submissions": rows,
+              # Never copied into feedback/ or a Gradescope result: a pointer for the instructor, not a verdict.
+              "instructor_only": {"similarity": similar or [], "note": f"flagged: similarity >= {similarity.FLAG} over at least "
+                                  f"{similarity.MIN_TOKENS} normalised tokens; read both answers before concluding anything"}}
     (out / "grades.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    with open(out / "similarity.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["notebook", "exercise", "a", "b", "similarity", "tokens", "flagged"])
+        for r in similar or []:
+            w.writerow([r[k] for k in ("notebook", "exercise", "a", "b", "similarity", "tokens", "flagged")])
+    write_gradebook(rows, out / "gradebook.csv", exercises)
     feedback = out / "feedback"
     feedback.mkdir(exist_ok=True)
     by_student: dict[str, list[dict]] = {}
@@ -543,6 +543,57 @@ def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]],
         by_student.setdefault(_safe(r["student"]), []).append(r)
     for student, mine in by_student.items():
         (feedback / f"{student}.md").write_text(_feedback(mine[0]["student"], mine))
+
+
+def write_gradebook(rows: list[dict], path: Path, exercises: dict[str, list[dict]]) -> None:
+    """The LMS export: one row per student, one column per assignment (its total), then their sum."""
+    names = [n for n in exercises if any(r["notebook"] == n for r in rows)]
+    book: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["notebook"] in exercises:  # two notebooks of one assignment from one student: the better counts
+            mine = book.setdefault(r["student"], {})
+            mine[r["notebook"]] = max(mine.get(r["notebook"], 0), r["total"])
+        else:
+            book.setdefault(r["student"], {})
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student"] + [f"{n} ({sum(e['points'] for e in exercises[n]):g} points)" for n in names] + ["total"])
+        for student in sorted(book):
+            w.writerow([student] + [book[student].get(n, 0) for n in names] + [sum(book[student].values())])
+
+
+def merge_gradebook(folders: list[Path], path: Path) -> Path:
+    """One gradebook CSV from several grading runs' ``grades.json`` (e.g. one run per assignment)."""
+    rows = []
+    for folder in folders:
+        report = folder / "grades.json" if folder.is_dir() else folder
+        if not report.exists():
+            raise SystemExit(f"{report}: no grades.json here (give the --out folders of earlier grading runs)")
+        rows += json.loads(report.read_text())["submissions"]
+    write_gradebook(rows, path, load_exercises())
+    return path
+
+
+def _sources(nb, ids: list[str]) -> dict[str, str | None]:
+    cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    return {i: similarity.function_source(cells, i) for i in ids}
+
+
+def similarity_report(rows: list[dict], exercises: dict[str, list[dict]]) -> list[dict]:
+    """Similarity of every graded answer to every other of its exercise and to the published solution (solutions/)."""
+    submissions, solutions = [], {}
+    for r in rows:
+        if r["notebook"] not in exercises:
+            continue
+        nb, _ = read_notebook(Path(r["file"]))
+        if nb is not None:
+            submissions.append((r["student"], r["notebook"], _sources(nb, [e["id"] for e in exercises[r["notebook"]]])))
+    for name in {n for _, n, _ in submissions}:
+        path = PACKAGE.parent / "solutions" / f"{name}.ipynb"  # in a course checkout; an installed package has none
+        nb, _ = read_notebook(path) if path.exists() else (None, None)
+        if nb is not None:
+            solutions[name] = _sources(nb, [e["id"] for e in exercises[name]])
+    return similarity.report(submissions, solutions)
 
 
 def _feedback(student: str, rows: list[dict]) -> str:
@@ -567,7 +618,7 @@ def _feedback(student: str, rows: list[dict]) -> str:
 
 
 def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: str | None = None,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, similar: bool = True) -> list[dict]:
     """Grade every submission under ``paths`` into ``out``; returns the rows (also in grades.json)."""
     from tqdm.auto import tqdm
 
@@ -592,32 +643,120 @@ def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: 
             r["notebook"] = next(iter(known))
             r["max"] = sum(e["points"] for e in exercises[r["notebook"]])
             r["exercises"] = [{**e, "score": 0, "passed": False, "message": "not graded: " + "; ".join(r["problems"])} for e in exercises[r["notebook"]]]
-    write_reports(rows, out, exercises, s)
+    write_reports(rows, out, exercises, s, similarity_report(rows, exercises) if similar else None)
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--run-checks"]:  # internal: the clean checking process
-        return run_checks_main(Path(argv[1]), Path(argv[2]), argv[3:])
-    cores = config.cores()
-    p = argparse.ArgumentParser(prog="labsupport-grade", description=__doc__.split("\n\n")[0])
-    p.add_argument("submissions", nargs="+", type=Path, help="notebook files, or folders of one student's notebooks each")
-    p.add_argument("--out", type=Path, required=True, help="folder for grades.csv, grades.json, feedback/ and executed/")
-    p.add_argument("--assignment", default=None, help="grade every submission as this notebook (e.g. 03_variational_autoencoders); others score zero")
-    p.add_argument("--jobs", type=int, default=min(cores, 8), help=f"notebooks graded at once (default: the number of cores, {min(cores, 8)})")
+def self_check(path: Path, s: Settings) -> tuple[dict, str]:
+    """Grade one notebook exactly as the grader does (same run, same checks, same limits); ``(row, text for the student)``."""
+    exercises = load_exercises()
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such notebook file")
+    with tempfile.TemporaryDirectory(prefix="labsupport-self-") as tmp:
+        [row] = grade([path], Path(tmp), s, jobs=1, progress=False, similar=False)
+    lines = [f"Your notebook {path.name} ({row['notebook'] or 'assignment unknown'}) would get {row['total']:g} of {row['max']:g} points.", ""]
+    for e in row["exercises"]:
+        verdict = "done" if e["passed"] else ("partly done" if e["score"] else "not yet")
+        lines.append(f"Exercise {e['number']} ({e['id']}): {e['score']:g} / {e['points']:g} points, {verdict}.")
+        if not e["passed"]:
+            lines += ["  " + line for line in e["message"].strip().splitlines()]
+    for p in row["problems"]:
+        lines.append(f"Note: {p}")
+    for c in row["cell_errors"]:
+        lines.append(f"Cell {c['cell']} (it starts with `{c['starts']}`) stopped with {c['ename']}: {c['evalue'][:300]}")
+    lines += ["", "This is the grader's own run of your notebook, in its grading mode, from a fresh kernel: "
+              "run every cell top to bottom yourself too, and save the notebook before you submit it."]
+    return row, "\n".join(lines)
+
+
+def gradescope_run(root: Path, assignment: str, s: Settings) -> int:
+    """Inside Gradescope (``run_autograder``): grade ``root/submission``, write ``root/results/results.json``."""
+    start = time.perf_counter()
+    results_dir = root / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    found = sorted(f for f in (root / "submission").rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
+    exercises = load_exercises()
+    ours = [f for f in found if read_notebook(f)[0] is not None and read_notebook(f)[0].metadata["submitted"]["notebook"] == assignment]
+    if not found:
+        report = gradescope.results(None, time.perf_counter() - start, "No .ipynb file was submitted: upload your notebook.")
+    else:
+        pick = (ours or found)[0]  # the notebook of this assignment, else the first one (which then scores what it scores)
+        with tempfile.TemporaryDirectory(prefix="labsupport-gradescope-") as tmp:
+            [row] = grade([pick], Path(tmp), s, jobs=1, assignment=assignment, progress=False, similar=False)
+        report = gradescope.results(row, time.perf_counter() - start)
+        if len(found) > 1:
+            report["output"] += f"\n{len(found)} notebooks were submitted; graded: {pick.name}."
+        print(json.dumps({"instructor_only": {"file": str(pick), "status": row["status"], "seconds": row["seconds"],
+                                              "exercises": sum(len(v) for v in exercises.values())}}))  # stdout is instructor-only on Gradescope
+    (results_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def _settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per notebook (default %(default)s)")
     p.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout, help="seconds per cell (default %(default)s)")
     p.add_argument("--check-timeout", type=float, default=Settings.check_timeout, help="seconds per exercise check (default %(default)s)")
     p.add_argument("--max-output", type=int, default=Settings.max_output, help="characters of output kept per cell (default %(default)s)")
+    p.add_argument("--memory-limit", type=int, default=Settings.memory_limit,
+                   help="MB of data memory per kernel and per check process (RLIMIT_DATA; 0: none; default %(default)s)")
     p.add_argument("--mode", choices=config.MODES, default=Settings.mode, help="the course's mode in the graded kernels (default %(default)s)")
     p.add_argument("--run-all", action="store_true", help="also run the cells after the last exercise")
+
+
+def _settings(args, threads: int) -> Settings:
+    if args.memory_limit < 0:
+        raise SystemExit("--memory-limit must be 0 (no limit) or a number of MB")
+    return Settings(timeout=args.timeout, cell_timeout=args.cell_timeout, check_timeout=args.check_timeout, mode=args.mode,
+                    run_all=args.run_all, max_output=args.max_output, threads=threads, memory_limit=args.memory_limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cores = config.cores()
+    if argv[:1] == ["gradescope"]:  # the autograder zip for one assignment
+        p = argparse.ArgumentParser(prog="labsupport-grade gradescope", description="write a Gradescope autograder zip for one assignment")
+        p.add_argument("assignment")
+        p.add_argument("--out", type=Path, default=Path("autograder.zip"))
+        p.add_argument("--memory-limit", type=int, default=Settings.memory_limit, help="MB per kernel and check (default %(default)s)")
+        args = p.parse_args(argv[1:])
+        if args.assignment not in load_exercises():
+            raise SystemExit(f"{args.assignment!r} is not a notebook of this course ({', '.join(load_exercises())})")
+        print(f"wrote {gradescope.build_zip(args.assignment, args.out, args.memory_limit)}: upload it as the assignment's autograder")
+        return 0
+    if argv[:1] == ["gradebook"]:  # merge several runs into one LMS gradebook
+        p = argparse.ArgumentParser(prog="labsupport-grade gradebook", description="one LMS gradebook CSV from several grading runs")
+        p.add_argument("runs", nargs="+", type=Path, help="--out folders (or grades.json files) of earlier runs")
+        p.add_argument("--out", type=Path, default=Path("gradebook.csv"))
+        args = p.parse_args(argv[1:])
+        print(f"wrote {merge_gradebook(args.runs, args.out)}")
+        return 0
+    if argv[:1] == ["--gradescope-run"]:  # internal: run_autograder inside Gradescope
+        p = argparse.ArgumentParser(prog="labsupport-grade --gradescope-run")
+        p.add_argument("root", type=Path)
+        p.add_argument("--assignment", required=True)
+        _settings_arguments(p)
+        args = p.parse_args(argv[1:])
+        return gradescope_run(args.root, args.assignment, _settings(args, config.num_threads()))
+    p = argparse.ArgumentParser(prog="labsupport-grade", description=__doc__.split("\n\n")[0],
+                                epilog="Also: `labsupport-grade gradescope ASSIGNMENT --out autograder.zip`, "
+                                       "`labsupport-grade gradebook RUN_DIR... --out gradebook.csv`.")
+    p.add_argument("submissions", nargs="*", type=Path, help="notebook files, or folders of one student's notebooks each")
+    p.add_argument("--self", dest="self_check", type=Path, default=None, metavar="NOTEBOOK",
+                   help="students: grade your own notebook exactly as the grader will, and print what you would get")
+    p.add_argument("--out", type=Path, default=None, help="folder for grades.csv, grades.json, gradebook.csv, similarity.csv, feedback/ and executed/")
+    p.add_argument("--assignment", default=None, help="grade every submission as this notebook (e.g. 03_variational_autoencoders); others score zero")
+    p.add_argument("--jobs", type=int, default=min(cores, 8), help=f"notebooks graded at once (default: the number of cores, {min(cores, 8)})")
+    _settings_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.self_check is not None:
+        row, text = self_check(args.self_check, _settings(args, config.num_threads()))
+        print(text)
+        return 1 if "grader-error" in row["status"] else 0
+    if not args.submissions or args.out is None:
+        p.error("give the submissions and --out (or --self NOTEBOOK to check your own notebook)")
     jobs = max(1, args.jobs)
-    threads = config.num_threads(default=max(1, cores // jobs))
-    s = Settings(timeout=args.timeout, cell_timeout=args.cell_timeout, check_timeout=args.check_timeout, mode=args.mode,
-                 run_all=args.run_all, max_output=args.max_output, threads=threads)
+    s = _settings(args, config.num_threads(default=max(1, cores // jobs)))
     start = time.perf_counter()
     rows = grade(args.submissions, args.out, s, jobs=jobs, assignment=args.assignment, progress=not args.quiet)
     width = max([len(r["student"]) for r in rows] + [7])

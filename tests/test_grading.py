@@ -39,7 +39,8 @@ def test_manifest_is_what_build_writes(root):
     assert sorted(listed) == COURSE
     for name in COURSE:
         nb = nbformat.read(root / "solutions" / f"{name}.ipynb", as_version=4)
-        assert listed[name] == [{k: e[k] for k in ("number", "id", "points")} for e in course.exercises(nb)]
+        assert listed[name] == [{**{k: e[k] for k in ("number", "id", "points")}, **({"stages": course.STAGES[e["id"]]} if e["id"] in course.STAGES else {})}
+                                for e in course.exercises(nb)]
         assert listed[name], f"{name} has no exercise to grade"
 
 
