@@ -1,24 +1,30 @@
 """Grade completed student notebooks: run each in a fresh kernel, then check its exercises in a clean process.
 
-    labsupport-grade SUBMISSIONS... --out DIR [--assignment NAME] [--jobs N]
+    labsupport-grade SUBMISSIONS... --out DIR [--assignment NAME] [--jobs N] [--memory-limit MB]
+    labsupport-grade --self NOTEBOOK                       # a student's check before submitting
+    labsupport-grade gradescope ASSIGNMENT --out autograder.zip
+    labsupport-grade gradebook RUN_DIR... --out gradebook.csv
     python -m labsupport.grading SUBMISSIONS... --out DIR
 
 A submission is a notebook file, or a folder holding one student's notebooks (the folder name is the
 student); a folder holding only folders is a class, one student per folder. For each notebook:
 
 1. Which assignment it answers comes from its metadata (``metadata.labsupport.notebook``, written by
-   ``python -m labsupport.course build``); its exercise ids and points come from the course's own list,
-   ``labsupport/exercises.json``, never from the submission.
-2. A copy runs in a fresh kernel in a temporary folder, in fast mode unless ``--mode normal``,
-   with a time limit per cell and per notebook; errors do not stop it, huge outputs are cut.
-   Right after each cell that defines an exercise or calls its check, the kernel saves the exercise's
-   function (cloudpickle) to the temporary folder. Execution stops after the last such cell
-   (``--run-all`` runs the rest too).
-3. A new Python process, started from an empty folder, imports ``labsupport.checks`` afresh and runs
-   ``check_<id>`` on each saved function, with a time limit per check. Whatever the notebook did to its
-   own ``check_*`` or ``CheckFailed`` cannot change the grade.
+   ``python -m labsupport.course build``); its exercise ids, points and partial-credit stages come from
+   the course's own list, ``labsupport/exercises.json``, never from the submission.
+2. A copy runs in a fresh kernel in a temporary folder, in grading mode unless ``--mode``, with a
+   time limit per cell and per notebook and a memory limit (``RLIMIT_DATA``); errors do not stop it,
+   huge outputs are cut. Right after each cell that defines an exercise or calls its check, the kernel
+   saves the exercise's function (cloudpickle) to the temporary folder. Execution stops after the
+   last such cell (``--run-all`` runs the rest too).
+3. :mod:`labsupport.checking`, a new process started from an empty folder, imports
+   ``labsupport.checks`` afresh and checks each saved function in its own forked child, which watches
+   for the course's own answers and for patches, and signs its verdict with that exercise's key.
+   Whatever the notebook did to its own ``check_*`` or ``CheckFailed``, and whatever the function
+   writes to files, stdout or its exit code, cannot change the grade.
 
-Writes ``DIR/grades.csv``, ``DIR/grades.json`` (with every check message and cell error),
+Writes ``DIR/grades.csv``, ``DIR/gradebook.csv``, ``DIR/grades.json`` (with every check message and
+cell error, and an instructor-only similarity report), ``DIR/similarity.csv``,
 ``DIR/feedback/<student>.md`` and the executed notebooks in ``DIR/executed/``. The submissions
 themselves are only read. This is not a security sandbox: see README.md, section "Grading".
 """
