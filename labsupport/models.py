@@ -261,3 +261,83 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x - 1).flatten(1).mean(1)
+
+
+# --- Diffusion: denoisers eps(x_t, t, y) -----------------------------------------------------------
+
+
+def time_embedding(t: torch.Tensor, dim: int, T: int = 1000) -> torch.Tensor:
+    """Sinusoidal embedding of the diffusion time ``t: (B,)`` (1..T) -> ``(B, dim)`` (Transformer-style frequencies)."""
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(10_000.0)) * torch.arange(half, device=t.device) / half)
+    angles = (t.float() * (1000 / T))[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], 1)
+
+
+class _ResBlock(nn.Module):
+    """Two 3x3 convs with group norm and SiLU; the time (and label) embedding is added in between."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(min(8, c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(min(8, c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x))) + self.emb(emb)[:, :, None, None]
+        return self.skip(x) + self.conv2(nn.functional.silu(self.norm2(h)))
+
+
+class DiffusionUNet(nn.Module):
+    """A small U-Net denoiser for 28x28 digits: 28 -> 14 -> 7 and back, skip connections, a time embedding
+    and (with ``num_classes``) a label embedding whose extra row ``num_classes`` means "no label".
+
+    ``forward(x_t: (B, 1, 28, 28), t: (B,) int64, y: (B,) int64 or None) -> eps: (B, 1, 28, 28)``.
+    """
+
+    def __init__(self, width: int = 32, num_classes: int | None = None, T: int = 1000):
+        super().__init__()
+        c, e = width, 4 * width
+        self.T, self.num_classes = T, num_classes
+        self.time = nn.Sequential(nn.Linear(c, e), nn.SiLU(), nn.Linear(e, e))
+        self.label = nn.Embedding(num_classes + 1, e) if num_classes else None
+        self.inc = nn.Conv2d(1, c, 3, padding=1)
+        self.down1, self.pool1 = _ResBlock(c, c, e), nn.Conv2d(c, c, 4, 2, 1)              # 28 -> 14
+        self.down2, self.pool2 = _ResBlock(c, 2 * c, e), nn.Conv2d(2 * c, 2 * c, 4, 2, 1)  # 14 -> 7
+        self.mid = _ResBlock(2 * c, 2 * c, e)
+        self.up2, self.res2 = nn.ConvTranspose2d(2 * c, 2 * c, 4, 2, 1), _ResBlock(4 * c, c, e)  # 7 -> 14
+        self.up1, self.res1 = nn.ConvTranspose2d(c, c, 4, 2, 1), _ResBlock(2 * c, c, e)          # 14 -> 28
+        self.out = nn.Sequential(nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time(time_embedding(t, self.inc.out_channels, self.T))
+        if self.label is not None:
+            emb = emb + self.label(y if y is not None else torch.full_like(t, self.num_classes))
+        h0 = self.inc(x)
+        h1 = self.down1(h0, emb)                 # (B, c, 28, 28)
+        h2 = self.down2(self.pool1(h1), emb)     # (B, 2c, 14, 14)
+        h = self.mid(self.pool2(h2), emb)        # (B, 2c, 7, 7)
+        h = self.res2(torch.cat([self.up2(h), h2], 1), emb)
+        h = self.res1(torch.cat([self.up1(h), h1], 1), emb)
+        return self.out(h)
+
+
+class MLPDenoiser(nn.Module):
+    """The simplest denoiser: an MLP on the 784 pixels with the time (and label) embedding concatenated.
+
+    Same call as :class:`DiffusionUNet`; ``python -m bench.diffusion_recipes`` measures both in equal time.
+    """
+
+    def __init__(self, hidden: int = 1024, num_classes: int | None = None, T: int = 1000, emb_dim: int = 64):
+        super().__init__()
+        self.T, self.num_classes, self.emb_dim = T, num_classes, emb_dim
+        self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.net = nn.Sequential(nn.Linear(784 + emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 784))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = time_embedding(t, self.emb_dim, self.T)
+        if self.label is not None:
+            emb = emb + self.label(y if y is not None else torch.full_like(t, self.num_classes))
+        return self.net(torch.cat([x.flatten(1), emb], 1)).view_as(x)

@@ -1,5 +1,5 @@
 """Training loops, and only loops: the generic :func:`fit`, VAEs, GANs (Algorithm 1 and its variants),
-CycleGAN and the evaluation classifier. Losses live in :mod:`labsupport.losses`, devices and seeds
+CycleGAN, diffusion models and the evaluation classifier. Losses live in :mod:`labsupport.losses`, devices and seeds
 in :mod:`labsupport.config`.
 
 Every loop follows one device rule (:func:`labsupport.config.resolve_device`): ``device=None`` means
@@ -15,10 +15,12 @@ from collections import defaultdict
 from typing import Callable, Iterable, Iterator
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .config import resolve_device, seed_everything
 from .data import TensorLoader, binarize, mnist_tensors
+from .diffusion import Schedule, simple_loss, to_signal
 from .losses import critic_loss, gan_d_loss, gan_g_loss, gradient_penalty, least_squares, reparameterize, vae_loss, wgan_g_loss
 from .metrics import accuracy
 from .models import MLP2D, DigitClassifier
@@ -84,6 +86,7 @@ def fit(
     lr: float = 1e-3,
     device: torch.device | str | None = None,
     amp: bool = True,
+    callback: Callable[[int, torch.nn.Module], None] | None = None,
     desc: str = "training",
 ) -> dict[str, list[float]]:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``loader`` and return the history.
@@ -92,7 +95,7 @@ def fit(
     ``scheduler`` (if any) steps after every optimizer step. Batches are moved to the device
     (tensors or tuples of tensors). Stops after ``epochs``, or earlier at ``max_steps`` optimizer
     steps or ``max_seconds`` of wall time. On CUDA the forward pass runs in bfloat16 autocast
-    (``amp``), which needs no loss scaling.
+    (``amp``), which needs no loss scaling. ``callback(step, model)`` runs after every optimizer step.
 
     Returns ``{"step": [...], "loss": [...], "seconds": [...], <logged names>: [...]}``, one entry per step.
     """
@@ -126,6 +129,8 @@ def fit(
                 history["seconds"].append(bar.elapsed())
                 for k, v in logs.items():
                     history[k].append(float(v))
+                if callback is not None:
+                    callback(step, model)
                 bar.update(loss=f"{loss.item():.4g}")
                 if (max_steps is not None and step >= max_steps) or bar.done():
                     return dict(history)
@@ -193,6 +198,50 @@ def train_vae(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler,
                device=device, desc=desc)
+
+
+# --- diffusion models ----------------------------------------------------------------------------
+
+
+def train_diffusion(
+    model: torch.nn.Module, x: torch.Tensor, schedule: Schedule, *, y: torch.Tensor | None = None, epochs: int | None = None,
+    max_seconds: float | None = None, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.1, ema_decay: float | None = 0.999,
+    seed: int | None = None, device: torch.device | str | None = None, desc: str = "diffusion",
+) -> tuple[dict[str, list[float]], torch.nn.Module]:
+    """Train the denoiser ``model(x_t, t, y)`` on ``x: (N, 1, 28, 28)`` in [0, 1] with DDPM's simple loss
+    (:func:`labsupport.diffusion.simple_loss`); with labels ``y``, drop them with probability ``p_uncond``
+    for classifier-free guidance. Adam with a cosine decay of ``lr`` over the run (by steps, or by time
+    under ``max_seconds``). Returns the :func:`fit` history and an exponential moving average of the
+    weights (decay ``ema_decay`` after a warm-up of (1 + n) / (10 + n); the model itself when None).
+    """
+    if epochs is None:
+        epochs = 10 if max_seconds is None else 10**6
+    device = resolve_device(device, model)
+    model.to(device)
+    loader = TensorLoader(*((x,) if y is None else (x, y)), batch_size=batch_size, seed=seed, drop_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    total, start = (epochs * len(loader) if epochs < 10**6 else None), time.perf_counter()
+
+    warmup = 100 if total is None else max(1, min(100, total // 20))  # a short linear warm-up keeps Adam's first steps sane
+
+    def cosine(step: int) -> float:
+        done = max(step / total if total else 0.0, (time.perf_counter() - start) / max_seconds if max_seconds else 0.0)
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    def ema_avg(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        decay = min(ema_decay, (1 + n.item()) / (10 + n.item()))  # warm-up: early on the average must not cling to the random start
+        return decay * avg + (1 - decay) * new
+
+    ema = AveragedModel(model, avg_fn=ema_avg) if ema_decay else None
+
+    def loss_fn(m, batch):
+        xb, yb = (batch, None) if y is None else batch
+        return simple_loss(m, to_signal(xb), schedule, yb, p_uncond if yb is not None else 0.0)
+
+    history = fit(model, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler, device=device,
+                  callback=(lambda step, m: ema.update_parameters(m)) if ema is not None else None, desc=desc)
+    return history, (ema.module.eval() if ema is not None else model)
 
 
 # --- the evaluation classifier --------------------------------------------------------------------
