@@ -60,6 +60,10 @@ CLASS = {  # student: (assignment, cells)
     "partial": ("04_generative_adversarial_networks", ["import functools\nfrom labsupport import losses\ndiscriminator_loss = functools.partial(losses.gan_d_loss)"]),
     "forger": ("04_generative_adversarial_networks", [FORGER_04]),
     "honest04": ("04_generative_adversarial_networks", [HONEST_04]),
+    "blinder": ("04_generative_adversarial_networks", ["import sys\nfrom labsupport import losses\n\ndef discriminator_loss(r, f):\n"
+                                                       "    sys.setprofile(None)  # hide the call below from the grader's watch\n    return losses.gan_d_loss(r, f)"]),
+    "patcher": ("00_start_here", ["import torch\n\ndef normalize_images(images):\n    import labsupport.checks as c\n"
+                                  "    c.close = lambda *a, **k: True  # make every comparison pass\n    return images.float().unsqueeze(1)"]),
     "kl_detached": ("03_variational_autoencoders", ["import torch\n\ndef kl_divergence(mu, logvar):\n"
                                                     "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).detach()"]),
     "kl_mean": ("03_variational_autoencoders", ["import torch\n\ndef kl_divergence(mu, logvar):\n"
@@ -124,6 +128,13 @@ def test_forged_verdicts_earn_nothing_for_any_exercise(real_class):
     assert row["total"] == 0, row["exercises"]
     assert "did not sign" in _ex(real_class[2], "forger", "discriminator_loss")["message"]
     assert "not defined" in _ex(real_class[2], "forger", "generator_loss")["message"]
+
+
+@pytest.mark.parametrize("student, why", [("blinder", "sys.setprofile, which would blind the grader's watch"),
+                                          ("patcher", "it changed labsupport.checks.close while it was being checked")])
+def test_patching_the_checker_or_blinding_the_watch_scores_zero(real_class, student, why):
+    e = real_class[2][student]["exercises"][0]
+    assert e["score"] == 0 and why in e["message"], e["message"]
 
 
 # --- 4. partial credit ----------------------------------------------------------------------------
