@@ -22,7 +22,7 @@ lab: setup
 	  $$( [ -z "$$DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser )
 
 test: setup
-	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=15
+	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=0 --durations-min=1.0
 	$(BIN)/python -m bench --mode fast
 
 # On a machine with a GPU: every notebook (fast mode), the fast bench and every checkpoint on CUDA, CPU-vs-GPU step times.
