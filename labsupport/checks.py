@@ -11,6 +11,7 @@ The grader (``labsupport.grading``) finds the check of exercise ``id`` as ``chec
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -615,6 +616,241 @@ def check_generator_loss(fn: Callable) -> None:
                           "epsilon caps the loss exactly where G most needs a signal. Use F.softplus(-l) = -log sigmoid(l), "
                           "F.logsigmoid, or F.binary_cross_entropy_with_logits.")
     passed("generator_loss")
+
+
+class _StepNet(torch.nn.Module):
+    """A tiny linear network for check_gan_step: records every input it is called on."""
+
+    def __init__(self, d_in: int, d_out: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.lin = torch.nn.Linear(d_in, d_out)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(d_out, d_in, generator=g) * 0.8)
+            self.lin.bias.copy_(torch.randn(d_out, generator=g) * 0.3)
+        self.latent_dim, self.squeeze, self.inputs = d_in, d_out == 1, []
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        out = self.lin(x)
+        return out.squeeze(-1) if self.squeeze else out
+
+
+class _StepSGD:
+    """Plain SGD (``p -= lr * p.grad``) with ``zero_grad`` and ``step`` that tells the check when it steps. Not
+    torch.optim: its first step in a process imports torch._dynamo, which re-wraps torch.manual_seed, and the
+    grader's watch would see a patched torch."""
+
+    def __init__(self, params, lr: float) -> None:
+        self.params, self.lr, self.on_step = list(params), lr, None
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.state: dict = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_()
+                    p.grad.zero_()
+
+    def step(self, closure: Callable | None = None):
+        loss = closure() if closure is not None else None
+        if self.on_step is not None:
+            self.on_step()
+        with torch.no_grad():
+            for p in self.params:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-self.lr)
+        return loss
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).clone() for t in tensors]).double()
+
+
+def _grads(net: torch.nn.Module) -> torch.Tensor:
+    return _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()])
+
+
+def _ref_grad(net: torch.nn.Module, params: torch.Tensor, loss_of: Callable[[torch.nn.Module], torch.Tensor]) -> torch.Tensor:
+    """Gradient w.r.t. ``net``'s parameters set to the flat vector ``params``, on a private copy of ``net``."""
+    twin = copy.deepcopy(net)
+    twin.inputs = []
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(params.float(), twin.parameters())
+    for p in twin.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    return _flat(torch.autograd.grad(loss_of(twin), list(twin.parameters())))
+
+
+def _step_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The D loss check_gan_step passes as ``d_loss`` (the reference, wrapped so the grader sees a check's helper)."""
+    return losses.gan_d_loss(real_logits, fake_logits)
+
+
+def _step_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The G loss check_gan_step passes as ``g_loss``."""
+    return losses.gan_g_loss(fake_logits)
+
+
+def _gan_step_once(fn: Callable, G: _StepNet, D: _StepNet, opt_g, opt_d, x: torch.Tensor, z: torch.Tensor, lr_g: float, lr_d: float,
+                   update_g: bool, call_no: int) -> None:
+    """Run the student's step once, watching both optimizers and G's gradients, and compare with Algorithm 1."""
+    G.inputs.clear(), D.inputs.clear()
+    G0, D0 = _flat(G.parameters()), _flat(D.parameters())
+    entry_g, entry_d = _grads(G), _grads(D)
+    events: list[tuple] = []  # ("step", "g"/"d", grads of its net, params of D) or ("g_grad",)
+
+    def on_step(which, net):
+        return lambda: events.append(("step", which, _grads(net), _flat(D.parameters()), _flat(G.parameters())))
+
+    opt_g.on_step, opt_d.on_step = on_step("g", G), on_step("d", D)
+    hooks = [p.register_hook(lambda grad: events.append(("g_grad",))) for p in G.parameters()]
+    try:
+        out = call(fn, G, D, opt_g, opt_d, x, z, None, d_loss=_step_d_loss, g_loss=_step_g_loss, d_penalty=None, update_g=update_g)
+    except CheckFailed as err:
+        if "backward through the graph a second time" in str(err):
+            raise CheckFailed(f"{err}\n  The fakes are not detached in the D step: loss_d.backward() went back into G and freed "
+                              "that part of the graph, so the G step could not backpropagate through it again. Give D "
+                              "fake.detach() in the D step.") from None
+        raise
+    finally:
+        opt_g.on_step = opt_d.on_step = None
+        for h in hooks:
+            h.remove()
+    when = f" (call {call_no}, update_g={update_g})"
+
+    # the returned dict
+    keys = ("loss_d", "loss_g", "real_logits", "fake_logits")
+    if not isinstance(out, dict):
+        raise CheckFailed(f"gan_step should return a dict with keys {list(keys)}, but it returned {_describe(out)}{when}.")
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise CheckFailed(f"The dict gan_step returns lacks the key(s) {missing}: return {{'loss_d': ..., 'loss_g': ..., "
+                          f"'real_logits': ..., 'fake_logits': ...}} (got keys {sorted(out)}){when}.")
+
+    steps = [e for e in events if e[0] == "step"]
+    n_d, n_g = sum(e[1] == "d" for e in steps), sum(e[1] == "g" for e in steps)
+    if update_g and n_g == 0 and n_d >= 2:
+        raise CheckFailed("One optimizer stepped both networks: opt_d.step() ran twice and opt_g.step() never. opt_d holds only "
+                          "D's weights, so the G step did not change G (and moved D instead). Step G with opt_g." + when)
+    if n_d == 0 and n_g >= 2:
+        raise CheckFailed("One optimizer stepped both networks: opt_g.step() ran twice and opt_d.step() never. opt_g holds only "
+                          "G's weights, so the D step did not change D (and moved G instead). Step D with opt_d." + when)
+    if n_d == 0:
+        raise CheckFailed("opt_d.step() was never called: the discriminator step must update D." + when)
+    if n_d >= 2:
+        raise CheckFailed(f"D was updated during the G step: opt_d.step() ran {n_d} times in one call. In the G step only opt_g "
+                          "steps; D's weights stay as they are (freeze D, or just never call opt_d.step() there)." + when)
+    if not update_g and n_g:
+        raise CheckFailed("With update_g=False gan_step must do the D step only, but opt_g.step() was called." + when)
+    if update_g and n_g == 0:
+        raise CheckFailed("opt_g.step() was never called: with update_g=True the generator step must update G." + when)
+    if update_g and n_g >= 2:
+        raise CheckFailed(f"opt_g.step() ran {n_g} times in one call: G's weights changed in the D step. Only the G step "
+                          "steps opt_g." + when)
+    i_d = next(i for i, e in enumerate(events) if e[0] == "step" and e[1] == "d")
+    if any(e[0] == "g_grad" for e in events[:i_d]) or (not update_g and any(e[0] == "g_grad" for e in events)):
+        raise CheckFailed("The fakes are not detached in the D step: loss_d sent gradients into G's weights. The D step must "
+                          "not touch G: use D(fake.detach()) (or make the fakes under torch.no_grad())." + when)
+    if not close(events[i_d][4], G0):
+        raise CheckFailed("G's weights changed in the D step, before opt_d.step(): only the G step may change G." + when)
+
+    # D's gradient when opt_d steps: of the discriminator loss on real x and the fakes G(z) of the noise it was given
+    fake = _ref_d(G, G0)(z).detach()
+    ref_d = _ref_grad(D, D0, lambda net: losses.gan_d_loss(net(x), net(fake)))
+    swapped = _ref_grad(D, D0, lambda net: losses.gan_d_loss(net(fake), net(x)))
+    got_d = events[i_d][2]
+    if not close(got_d, ref_d, rtol=1e-4, atol=1e-6):
+        leftover = entry_d.abs().sum() > 0
+        if close(got_d, swapped, rtol=1e-4, atol=1e-6) or (leftover and close(got_d, swapped + entry_d, rtol=1e-4, atol=1e-6)):
+            raise CheckFailed("The labels are swapped in the D step: D is trained to call real data fake (0) and fakes real (1). "
+                              "Real logits get target 1, fake logits target 0: d_loss(real_logits, fake_logits), in that order." + when)
+        if leftover and close(got_d, ref_d + entry_d, rtol=1e-4, atol=1e-6):
+            raise CheckFailed("Gradients accumulate across calls: D's gradient at opt_d.step() is this step's plus the gradient left "
+                              "over from the previous call. Call opt_d.zero_grad() before loss_d.backward()." + when)
+        raise CheckFailed("D's gradient at opt_d.step() is not the gradient of d_loss(D(x_real), D(G(z).detach())) on the batch "
+                          "and noise gan_step was given: the D step should use x_real and z, real logits first." + when)
+    D1 = D0 - lr_d * ref_d
+    # G's gradient when opt_g steps: of the non-saturating loss through the updated D, on the noise of G's last call
+    if update_g:
+        i_g = next(i for i, e in enumerate(events) if e[0] == "step" and e[1] == "g")
+        if i_g < i_d:
+            raise CheckFailed("opt_g stepped before opt_d: do the D step first, then the G step." + when)
+        if not close(events[i_g][3], D1, rtol=1e-5, atol=1e-6):
+            raise CheckFailed("D's weights changed between its step and the G step: only opt_d.step() in the D step may change D." + when)
+        if not G.inputs:
+            raise CheckFailed("G was never called: the G step needs fakes G(z) with a graph back to G's weights." + when)
+        z2 = G.inputs[-1]
+        ref_g = _ref_grad(G, G0, lambda net: losses.gan_g_loss(_ref_d(D, D1)(net(z2))))
+        sat = _ref_grad(G, G0, lambda net: losses.gan_g_loss_saturating(_ref_d(D, D1)(net(z2))))
+        got_g = events[i_g][2]
+        if not close(got_g, ref_g, rtol=1e-4, atol=1e-6):
+            leftover = entry_g.abs().sum() > 0
+            if close(got_g, sat, rtol=1e-4, atol=1e-6) or (leftover and close(got_g, sat + entry_g, rtol=1e-4, atol=1e-6)):
+                raise CheckFailed("This is the SATURATING generator loss E[log(1 - D(G(z)))]: its gradient vanishes when D rejects the "
+                                  "fakes. G minimises the non-saturating -E[log D(G(z))] = g_loss(D(G(z)))." + when)
+            if close(got_g, -ref_g, rtol=1e-4, atol=1e-6):
+                raise CheckFailed("G's gradient has the wrong sign: G minimises -E[log D(G(z))] (it wants D to call its fakes real)." + when)
+            if leftover and close(got_g, ref_g + entry_g, rtol=1e-4, atol=1e-6):
+                raise CheckFailed("Gradients accumulate across calls: G's gradient at opt_g.step() is this step's plus the gradient left "
+                                  "over from the previous call. Call opt_g.zero_grad() before loss_g.backward()." + when)
+            raise CheckFailed("G's gradient at opt_g.step() is not the gradient of g_loss(D(G(z))) through the updated D: the G step "
+                              "should compute fakes from noise, score them with D after its step and backpropagate g_loss." + when)
+        G1 = G0 - lr_g * ref_g
+    else:
+        G1 = G0
+    if not close(_flat(D.parameters()), D1, rtol=1e-5, atol=1e-6):
+        raise CheckFailed("After gan_step D's weights are not those of one opt_d step on the D loss: something else changed D." + when)
+    if not close(_flat(G.parameters()), G1, rtol=1e-5, atol=1e-6):
+        raise CheckFailed("After gan_step G's weights are not those of one opt_g step on the G loss: something else changed G." + when)
+
+    # the values it returns
+    with torch.no_grad():
+        D_before = _ref_d(D, D0)
+        real_l, fake_l = D_before(x).double(), D_before(fake).double()
+    for key, want in (("real_logits", real_l), ("fake_logits", fake_l)):
+        got = expect_tensor(out[key], tuple(want.shape), f"out['{key}']")
+        if not close(got.detach().double(), want, rtol=1e-4, atol=1e-5):
+            raise CheckFailed(f"out['{key}'] should be D's logits on the {key.split('_')[0]} batch in the D step." + when)
+    loss_d = expect_tensor(out["loss_d"], (), "out['loss_d']")
+    if not close(loss_d.detach().double(), losses.gan_d_loss(real_l, fake_l), rtol=1e-4, atol=1e-5):
+        raise CheckFailed("out['loss_d'] should be the D step's loss d_loss(real_logits, fake_logits)." + when)
+    if update_g:
+        expect_tensor(out["loss_g"], (), "out['loss_g']")
+
+
+def _ref_d(net: _StepNet, params: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net`` with the flat weights ``params``, as a function (no recording; gradients flow to its input only)."""
+    n = net.lin.weight.numel()
+    w, b = params[:n].float().view_as(net.lin.weight), params[n:].float()
+    return lambda x: (lambda out: out.squeeze(-1) if net.squeeze else out)(torch.nn.functional.linear(x, w, b))
+
+
+def check_gan_step(fn: Callable) -> None:
+    """``gan_step(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss, g_loss, d_penalty, update_g)`` -> dict: one iteration of Algorithm 1.
+
+    Tiny linear G and D with plain SGD optimizers of known learning rates: the check watches every optimizer
+    step (which one, with which gradients) and G's gradients, and compares with the D step on real and
+    detached fakes followed by the non-saturating G step through the updated D.
+    """
+    g = torch.Generator().manual_seed(18)
+    G, D = _StepNet(2, 2, seed=1), _StepNet(2, 1, seed=2)
+    lr_g, lr_d = 0.3, 0.2
+    opt_g, opt_d = _StepSGD(G.parameters(), lr=lr_g), _StepSGD(D.parameters(), lr=lr_d)
+    B = 6
+    rng_state = torch.random.get_rng_state()
+    try:
+        for call_no, update_g in enumerate([True, True, False, True], start=1):
+            x = torch.randn(B, 2, generator=g) + torch.tensor([1.5, -1.0])
+            z = torch.randn(B, 2, generator=g)
+            _gan_step_once(fn, G, D, opt_g, opt_d, x, z, lr_g, lr_d, update_g, call_no)
+    finally:
+        torch.random.set_rng_state(rng_state)
+    passed("gan_step", "4 calls on tiny linear networks with SGD")
 
 
 # --- Notebook 05: GAN variants (conditional GAN, WGAN-GP, CycleGAN) ----------------------------
