@@ -309,6 +309,8 @@ def serve(export: Path, memory_mb: int, timeout: float, ids: list[str]) -> int:
     keys = _read_keys(ids)
     import labsupport.checks as checks  # fresh: nothing from the notebook has run in this process
     import numpy  # noqa: F401  (imported once here, so no child pays for it)
+    import torch._dynamo  # noqa: F401  (an honest answer's first torch.optim step imports it, and the import rebinds
+    #                       torch.manual_seed: done here, before any watch takes its snapshot, it is no tampering)
 
     out = os.fdopen(os.dup(1), "w", buffering=1)
     for name in ids:

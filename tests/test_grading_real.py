@@ -25,7 +25,11 @@ MEMORY_MB = 1536  # a few hundred MB above what a kernel or a checking process h
 
 SOLUTION_00 = "import torch\n\ndef normalize_images(images: torch.Tensor) -> torch.Tensor:\n    \"\"\"doc\"\"\"\n    return images.float().div(255.0).unsqueeze(1)"
 RENAMED_00 = "import torch\ndef normalize_images( batch ):\n    # my own work, honest\n    return batch.float( ).div( 255.0 ).unsqueeze(\n        1 )"
-HONEST_00 = "import torch\n\ndef normalize_images(imgs):\n    as_float = imgs.to(torch.float32)\n    scaled = as_float / 255\n    return scaled[:, None, :, :]"
+HONEST_00 = ("import torch\n\ndef normalize_images(imgs):\n"
+             "    scale = torch.nn.Parameter(torch.ones(()))  # an honest answer may take a torch.optim step: its first one\n"
+             "    opt = torch.optim.SGD([scale], lr=0.0)  # imports torch._dynamo, which rebinds torch.manual_seed: not tampering\n"
+             "    (scale * 0).backward()\n    opt.step()\n"
+             "    as_float = imgs.to(torch.float32)\n    scaled = as_float / 255 * scale.detach()\n    return scaled[:, None, :, :]")
 HONEST_04 = ("import torch\nimport torch.nn.functional as F\n\n"
              "def discriminator_loss(real_logits, fake_logits):\n    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()\n\n"
              "def generator_loss(fake_logits):\n    return -F.logsigmoid(fake_logits).mean()")
@@ -115,9 +119,13 @@ def test_a_call_made_through_labsupport_train_is_named_too(real_class):
 
 def test_honest_answers_written_otherwise_get_full_marks_and_no_flag(real_class):
     code, out, rows = real_class
-    for student in ("honest", "honest04", "renamed", "copied"):
-        assert rows[student]["total"] == rows[student]["max"] > 0 and rows[student]["status"] == "ok", rows[student]
-        assert all("course's own answer" not in e["message"] and "0 points" not in e["message"] for e in rows[student]["exercises"])
+    answered = {"honest": ["normalize_images"], "honest04": ["discriminator_loss", "generator_loss"],
+                "renamed": ["normalize_images"], "copied": ["normalize_images"]}
+    for student, ids in answered.items():
+        written = [e for e in rows[student]["exercises"] if e["id"] in ids]
+        assert len(written) == len(ids) and all(e["score"] == e["points"] > 0 for e in written), rows[student]["exercises"]
+        assert rows[student]["status"] == "ok", rows[student]
+        assert all("course's own answer" not in e["message"] and "0 points" not in e["message"] for e in written)
 
 
 # --- 2. verdicts the student's code cannot write --------------------------------------------------
