@@ -237,6 +237,46 @@ def dcgan(b: Bench) -> None:
 
 
 @suite
+def diffusion(b: Bench) -> None:
+    """Notebook 08: the shipped conditional U-Net denoiser (DDIM 25 steps, guidance 1) against the floor; normal mode also
+    trains the same network for the DCGAN suite's 5-minute budget, so the two families are compared in equal time."""
+    from labsupport import diffusion as dif
+    from labsupport.config import seed_everything
+    from labsupport.models import DiffusionUNet
+    from labsupport.train import train_diffusion
+
+    cfg, n = pretrained.DIFFUSION, b.pick(5000, 500)
+    clf = pretrained.load("classifier", b.device)
+    xt, _ = data.mnist_tensors(train=False)
+    schedule = dif.cosine_schedule(cfg["T"])
+    labels = torch.arange(10).repeat_interleave(n // 10)
+    floor = metrics.frechet_distance(xt[:n], xt[5000 : 5000 + n], clf)
+    models_to_measure = [("shipped", pretrained.load("diffusion", b.device), pretrained.manifest()["diffusion"]["train_seconds"])]
+    if not b.fast:
+        x, y = data.mnist_tensors(train=True)
+        seed_everything(b.seed)
+        start = time.perf_counter()
+        _, ema = train_diffusion(DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"]), x, schedule, y=y, max_seconds=300.0,
+                                 batch_size=cfg["batch_size"], lr=cfg["lr"], seed=b.seed, device=b.device, desc="diffusion 5 min")
+        models_to_measure.append(("5-min budget", ema, time.perf_counter() - start))
+    for label, model, train_s in models_to_measure:
+        start = time.perf_counter()
+        images = dif.sample(model, schedule, n, steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=b.device)
+        ms = 1000 * (time.perf_counter() - start) / n
+        is_mean, _ = metrics.inception_score(images, clf)
+        fid = metrics.frechet_distance(xt[:n], images, clf)
+        shipped = label == "shipped"
+        b.record(f"diffusion ({label}): classifier IS ({n} samples)", is_mean, "", ">= 9" if shipped else "compare with DCGAN 5-min",
+                 is_mean >= 9 if shipped else None, train_s, note=f"{train_s / 60:.0f} min training")
+        b.record(f"diffusion ({label}): classifier FID vs test", fid, "", f"<= 2 x floor {floor:.1f}" if shipped else f"floor {floor:.1f}",
+                 fid <= 2 * floor if shipped else None, 0)
+        b.record(f"diffusion ({label}): sampling time, DDIM {cfg['sample_steps']} + guidance", ms, "ms/image", None, None, 0)
+        if shipped and b.fast:
+            acc = metrics.accuracy(clf, images, labels)
+            b.record(f"diffusion (shipped): label accuracy ({n // 10}/class)", 100 * acc, "%", ">= 80 (fast floor)", acc >= 0.8, 0)
+
+
+@suite
 def gan_variants(b: Bench) -> None:
     """Notebook 05: WGAN-GP vs the vanilla GAN on the ring and grid (same nets, batch, G steps; median over seeds), the shipped cGAN."""
     from labsupport.train import toy_gan

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,15 +139,19 @@ def ddim_step(eps: torch.Tensor, x_t: torch.Tensor, t: int, t_prev: int, schedul
 
 @torch.no_grad()
 def sample(eps_model, schedule: Schedule, n: int, *, steps: int | None = None, y: torch.Tensor | None = None, guidance: float = 0.0,
-           num_classes: int = 10, seed: int = 0, device: torch.device | str | None = None, batch_size: int = 500) -> torch.Tensor:
+           num_classes: int = 10, seed: int = 0, device: torch.device | str | None = None, batch_size: int = 500,
+           step: Callable | None = None, keep: Sequence[int] = ()) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """``n`` images ``(n, 1, 28, 28)`` in [0, 1] on the CPU: DDPM ancestral sampling over all T steps (``steps=None``),
-    or DDIM over ``steps`` evenly spaced steps. ``y: (n,)`` labels for a conditional model, ``guidance`` its weight w."""
+    or DDIM over ``steps`` evenly spaced steps. ``y: (n,)`` labels for a conditional model, ``guidance`` its weight w.
+
+    ``step(eps, x_t, t, schedule, noise) -> x_{t-1}`` replaces :func:`ddpm_step` (notebook 08 samples with the
+    student's). With ``keep`` (times t), also returns ``{t: images}``: the first batch's x_t in [0, 1] at those times."""
     was_training = getattr(eps_model, "training", False)
     eps_model.eval() if hasattr(eps_model, "eval") else None
     dev = resolve_device(device, eps_model if isinstance(eps_model, torch.nn.Module) else None)
     g = torch.Generator().manual_seed(seed)
     times = list(range(schedule.T, 0, -1)) if steps is None else sorted({round(v) for v in torch.linspace(schedule.T, 1, steps).tolist()}, reverse=True)
-    out = []
+    out, frames = [], {}
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = torch.randn(b, 1, 28, 28, generator=g).to(dev)
@@ -154,11 +159,15 @@ def sample(eps_model, schedule: Schedule, n: int, *, steps: int | None = None, y
         for i, t in enumerate(times):
             tt = torch.full((b,), t, dtype=torch.long, device=dev)
             eps = _guided_eps(eps_model, x, tt, yb, guidance, num_classes)
+            if start == 0 and t in keep:
+                frames[t] = to_image(x).float().cpu()
             if steps is None:
-                x = ddpm_step(eps, x, t, schedule, noise=torch.randn(x.shape, generator=g).to(dev))
+                x = (step or ddpm_step)(eps, x, t, schedule, torch.randn(x.shape, generator=g).to(dev))
             else:
                 x = ddim_step(eps, x, t, times[i + 1] if i + 1 < len(times) else 0, schedule)
         out.append(to_image(x).float().cpu())
+        if start == 0 and 0 in keep:
+            frames[0] = out[-1]
     if hasattr(eps_model, "train"):
         eps_model.train(was_training)
-    return torch.cat(out)
+    return (torch.cat(out), frames) if keep else torch.cat(out)

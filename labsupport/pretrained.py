@@ -27,8 +27,9 @@ from torch import nn
 from . import metrics
 from .config import resolve_device, seed_everything, setup
 from .data import mnist_tensors
-from .models import MLPVAE, ConditionalDiscriminator, ConditionalGenerator, DigitClassifier
-from .train import train_classifier, train_conditional_gan, train_vae
+from . import diffusion
+from .models import MLPVAE, ConditionalDiscriminator, ConditionalGenerator, DiffusionUNet, DigitClassifier
+from .train import train_classifier, train_conditional_gan, train_diffusion, train_vae
 
 DIR = Path(__file__).resolve().parent / "checkpoints"
 MANIFEST = DIR / "manifest.json"
@@ -82,12 +83,42 @@ def _cgan_spec(schedule: tuple[tuple[float, float], ...] = ((8e-4, 6), (2e-4, 3)
     return Spec(build=ConditionalGenerator, train=fit_cgan)
 
 
+DIFFUSION = {"width": 16, "T": 1000, "schedule": "cosine", "epochs": 20, "batch_size": 128, "lr": 2e-3, "p_uncond": 0.1,
+             "sample_steps": 25, "guidance": 1.0}  # notebook 08's shipped denoiser and the sampler its metrics use
+
+
+def _diffusion_spec() -> Spec:
+    """Conditional U-Net denoiser (notebook 08) on all 60 000 digits; the EMA weights are shipped, measured on 5000 DDIM samples."""
+    cfg = DIFFUSION
+
+    def fit_diffusion(dev: torch.device) -> tuple[nn.Module, dict]:
+        x, y = mnist_tensors(train=True)
+        schedule = diffusion.cosine_schedule(cfg["T"])
+        model = DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"])
+        hist, ema = train_diffusion(model, x, schedule, y=y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                                    p_uncond=cfg["p_uncond"], seed=0, device=dev, desc="diffusion")
+        clf = load("classifier", dev)
+        labels = torch.arange(10).repeat_interleave(500)
+        start = time.perf_counter()
+        images = diffusion.sample(ema, schedule, len(labels), steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=dev)
+        ms = 1000 * (time.perf_counter() - start) / len(labels)
+        xt, _ = mnist_tensors(train=False)
+        is_mean, _ = metrics.inception_score(images, clf)
+        return ema, {**{k: v for k, v in cfg.items()}, "steps": hist["step"][-1], "final_loss": round(hist["loss"][-1], 4),
+                     "inception_score": round(is_mean, 3), "fid_vs_test": round(metrics.frechet_distance(xt[:5000], images, clf), 2),
+                     "fid_floor": round(metrics.frechet_distance(xt[:5000], xt[5000:], clf), 2),
+                     "label_accuracy": round(metrics.accuracy(clf, images, labels), 4), "ms_per_sample": round(ms, 1), "n_samples": len(labels)}
+
+    return Spec(build=lambda: DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"]), train=fit_diffusion)
+
+
 # name -> Spec: the evaluation classifier (notebook 01), the VAEs (03), the conditional GAN (05).
 REGISTRY: dict[str, Callable[[], Spec]] = {
     "classifier": _classifier_spec,
     "vae": _vae_spec(latent_dim=32, hidden=256, epochs=60),     # the notebook's main VAE (2.2 MB)
     "vae2d": _vae_spec(latent_dim=2, hidden=256, epochs=20),    # 2D latent: manifold grid and latent map
     "cgan": lambda: _cgan_spec(),                                # G(z, y): ask for any digit
+    "diffusion": _diffusion_spec,                                # notebook 08: eps(x_t, t, y), EMA weights
 }
 
 

@@ -206,13 +206,18 @@ def train_vae(
 def train_diffusion(
     model: torch.nn.Module, x: torch.Tensor, schedule: Schedule, *, y: torch.Tensor | None = None, epochs: int | None = None,
     max_seconds: float | None = None, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.1, ema_decay: float | None = 0.999,
-    seed: int | None = None, device: torch.device | str | None = None, desc: str = "diffusion",
+    seed: int | None = None, device: torch.device | str | None = None, desc: str = "diffusion", loss: Callable | None = None,
+    callback: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> tuple[dict[str, list[float]], torch.nn.Module]:
     """Train the denoiser ``model(x_t, t, y)`` on ``x: (N, 1, 28, 28)`` in [0, 1] with DDPM's simple loss
     (:func:`labsupport.diffusion.simple_loss`); with labels ``y``, drop them with probability ``p_uncond``
     for classifier-free guidance. Adam with a cosine decay of ``lr`` over the run (by steps, or by time
     under ``max_seconds``). Returns the :func:`fit` history and an exponential moving average of the
     weights (decay ``ema_decay`` after a warm-up of (1 + n) / (10 + n); the model itself when None).
+
+    ``loss(model, x0, schedule, y) -> scalar`` replaces the simple loss (notebook 08 trains with the
+    student's); labels are dropped here, before it is called. ``callback(step, ema_or_model)`` runs after
+    every step (e.g. to keep snapshots of the averaged weights).
     """
     if epochs is None:
         epochs = 10 if max_seconds is None else 10**6
@@ -235,12 +240,24 @@ def train_diffusion(
 
     ema = AveragedModel(model, avg_fn=ema_avg) if ema_decay else None
 
+    num_classes = getattr(model, "num_classes", None) or 10
+
     def loss_fn(m, batch):
         xb, yb = (batch, None) if y is None else batch
-        return simple_loss(m, to_signal(xb), schedule, yb, p_uncond if yb is not None else 0.0)
+        if loss is None:
+            return simple_loss(m, to_signal(xb), schedule, yb, p_uncond if yb is not None else 0.0)
+        if yb is not None and p_uncond > 0:  # classifier-free guidance: the label "num_classes" means no label
+            yb = torch.where(torch.rand(len(yb), device=yb.device) < p_uncond, torch.full_like(yb, num_classes), yb)
+        return loss(m, to_signal(xb), schedule, yb)
+
+    def after_step(step: int, m: torch.nn.Module) -> None:
+        if ema is not None:
+            ema.update_parameters(m)
+        if callback is not None:
+            callback(step, ema.module if ema is not None else m)
 
     history = fit(model, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler, device=device,
-                  callback=(lambda step, m: ema.update_parameters(m)) if ema is not None else None, desc=desc)
+                  callback=after_step, desc=desc)
     return history, (ema.module.eval() if ema is not None else model)
 
 

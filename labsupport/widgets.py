@@ -10,6 +10,8 @@ one small image, no matplotlib figure, so it stays well under 100 ms on a CPU
   decoded grid) with a cross you move by clicking or dragging on the map (mouse events come from
   the small ``ipyevents`` widget; without it, only the x/y sliders move the cross).
 * :func:`cgan_explorer`: a conditional generator's digit picker and noise sliders.
+* :func:`denoising_explorer`: a slider along a diffusion model's reverse chain (frames kept by
+  ``labsupport.diffusion.sample(..., keep=...)``).
 
 Every explorer returns a widget box with two extra attributes: ``.view`` (the ``Image`` that shows
 the decoded digit) and ``.sliders`` (the sliders that move it), used by :func:`redraw_latency` and
@@ -395,6 +397,27 @@ def cgan_explorer(generator: torch.nn.Module, n_sliders: int = 8, scale: int = 6
     left = W.VBox([_label(f"noise z: {len(sliders)} of {d} dimensions"), *sliders, new])
     box = W.VBox([digit, W.HBox([left, W.VBox([_label("G(z, y)"), view])]), _label(f"the same noise z with every label y = 0 … {k - 1}"), row])
     return _explorer(box, view, sliders)
+
+
+def denoising_explorer(frames: dict[int, torch.Tensor], n: int = 8, scale: int = 3) -> W.Widget:
+    """A slider over the kept steps of a reverse diffusion chain: ``frames = {t: (B, 1, 28, 28) in [0, 1]}``.
+
+    The slider runs from the noisiest kept step to t = 0; the view shows the first ``n`` images at that step.
+    """
+    if not frames or any(not isinstance(v, torch.Tensor) or v.dim() != 4 for v in frames.values()):
+        raise ValueError("frames should be {t: tensor (B, 1, 28, 28)}, as returned by diffusion.sample(..., keep=[...]).")
+    times = sorted(frames, reverse=True)
+    view = W.Image(format="png", layout=W.Layout(border="1px solid #999"))
+    slider = W.SelectionSlider(options=[(str(t), t) for t in times], value=times[0], description="step t",
+                               continuous_update=True, layout=W.Layout(width="420px"))
+
+    def redraw(_=None) -> None:
+        _show_strip(view, frames[slider.value][:n], scale=scale)
+
+    slider.observe(redraw, names="value")
+    redraw()
+    box = W.VBox([_label("Reverse chain: from noise (t = T) to a digit (t = 0)"), slider, view])
+    return _explorer(box, view, [slider])
 
 
 def redraw_latency(explorer: W.Widget, repeats: int = 30, slider: int = 0) -> dict[str, float]:

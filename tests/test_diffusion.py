@@ -141,3 +141,59 @@ def test_train_diffusion_lowers_the_loss_and_keeps_an_average():
     assert loss_now(model) < 0.97 * before and loss_now(ema) < before, (before, loss_now(model), loss_now(ema))
     assert ema is not model and not ema.training
     assert any(not torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters()))
+
+
+def test_train_diffusion_trains_with_a_given_loss_and_calls_back_with_the_average():
+    """Notebook 08 trains with the student's loss: it is what gets minimised, labels arrive (some dropped), the callback sees the EMA."""
+    torch.manual_seed(0)
+    x, y = torch.rand(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    s = diffusion.linear_schedule(50)
+    seen, steps = [], []
+
+    def loss(m, x0, schedule, yb):
+        seen.append(yb.clone())
+        return diffusion.simple_loss(m, x0, schedule, yb)
+
+    model = models.MLPDenoiser(64, num_classes=10)
+    hist, ema = train.train_diffusion(model, x, s, y=y, epochs=2, batch_size=64, p_uncond=0.5, ema_decay=0.9, device="cpu", loss=loss,
+                                      callback=lambda step, m: steps.append((step, m)))
+    assert len(seen) == len(hist["loss"]) == len(steps) == 8, "the given loss is the one minimised, one callback per step"
+    labels = torch.cat(seen)
+    assert ((labels == 10).float().mean() - 0.5).abs() < 0.1, "about half the labels dropped to 'no label' (10)"
+    assert all(m is ema for _, m in steps), "the callback gets the averaged model, the one a snapshot should keep"
+
+
+def test_sample_uses_a_given_reverse_step_and_keeps_the_frames_asked_for():
+    s = diffusion.linear_schedule(50)
+    calls = []
+
+    def step(eps, x_t, t, schedule, noise):
+        calls.append(t)
+        return diffusion.ddpm_step(eps, x_t, t, schedule, noise=noise)
+
+    oracle = _gaussian_oracle(s, 0.2, 0.3)
+    images, frames = diffusion.sample(oracle, s, 7, step=step, keep=[50, 10, 0], seed=0, device="cpu", batch_size=4)
+    assert calls == list(range(50, 0, -1)) * 2, "one call per step, t = T..1, for each of the two batches"
+    assert sorted(frames) == [0, 10, 50] and frames[50].shape == (4, 1, 28, 28)
+    assert torch.equal(frames[0], images[:4]), "t = 0 is the finished first batch"
+    again = diffusion.sample(oracle, s, 7, seed=0, device="cpu", batch_size=4)
+    assert torch.equal(again, images), "the course's own step gives the same images: the hook changes nothing else"
+
+
+def test_the_graders_watch_lets_students_read_a_schedule_but_names_the_courses_answer():
+    from labsupport import checking, checks
+
+    s = diffusion.linear_schedule(10)
+    x0, t, noise = torch.zeros(2, 1, 28, 28), torch.tensor([1, 5]), torch.randn(2, 1, 28, 28)
+
+    def own(x0, t, noise, schedule):
+        ab = schedule.alpha_bar[t].float().view(-1, 1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise + 0 * schedule.posterior_variance()[t].float().view(-1, 1, 1, 1)
+
+    def borrowed(x0, t, noise, schedule):
+        return diffusion.q_sample(x0, t, noise, schedule)
+
+    for fn, expect in [(own, []), (borrowed, ["labsupport.diffusion.q_sample"])]:
+        watch = checking.Watch(checks)
+        watch.guard(fn)(x0, t, noise, s)
+        assert [r for r in watch.reference if not r.startswith("labsupport.diffusion._at")] == expect, watch.reference

@@ -241,3 +241,14 @@ def test_bad_input_gets_a_clear_error(images):
         widgets.cgan_explorer(nn.Linear(4, 4))
     with pytest.raises(TypeError, match="latent_dim, encode, decode"):
         widgets.vae_explorer(nn.Linear(4, 4))
+
+
+def test_denoising_explorer_moves_along_the_chain_and_refuses_bad_frames():
+    frames = {t: torch.full((3, 1, 28, 28), t / 100) for t in (100, 50, 0)}
+    box = widgets.denoising_explorer(frames)
+    slider, first = box.sliders[0], box.view.value
+    assert slider.value == 100 and list(slider.options) == [("100", 100), ("50", 50), ("0", 0)]
+    slider.value = 0
+    assert box.view.value != first
+    with pytest.raises(ValueError, match="diffusion.sample"):
+        widgets.denoising_explorer({5: torch.zeros(28, 28)})
