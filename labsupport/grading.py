@@ -139,6 +139,8 @@ def identify(nb, exercises: dict[str, list[dict]], assignment: str | None) -> tu
 
 # --- running a submission -----------------------------------------------------------------------
 
+RELEASE = ("import sys as _s, gc as _g\nfor _n in ('last_type', 'last_value', 'last_traceback', 'last_exc'):\n    setattr(_s, _n, None)\n"
+           "_ip = get_ipython()\n_ip.InteractiveTB.tb = _ip.last_execution_result = None\n_g.collect()")  # IPython keeps the last error in both
 EXPORT = '''
 def __labsupport_export(names, folder):
     import os
@@ -296,6 +298,11 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
                         result["stopped"] = f"cell {i + 1} ran past its time limit and ignored the interrupt; later cells did not run"
                         pending = []
                         break
+                if _memory_problem(reply.get("ename", "") + " " + reply.get("evalue", "")):
+                    # the failed cell's frames (and what they hold) live on in sys.last_traceback; drop them so the
+                    # cells after run with the memory back, instead of failing again or killing the kernel
+                    probe = await ensure_async(client.kc.execute(RELEASE, silent=True, store_history=False))
+                    await _reply(client, probe, 30)
                 if client._dropped.get(i):
                     cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=f"\n[the grader dropped {client._dropped[i]} characters of output from this cell]\n"))
                 if i in points:

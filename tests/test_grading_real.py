@@ -51,7 +51,9 @@ def discriminator_loss(real_logits, fake_logits):
         pass
     print("\\u2713 discriminator_loss: all checks passed.")
     os._exit(0)'''
-BOMB = "import torch\nkeep = []\nfor step in range(400):  # 100 MB a step, far past the limit\n    keep.append(torch.ones(25_000_000))"
+BOMB = ("import torch\n\ndef grow():\n    keep = []\n    for step in range(400):  # 100 MB a step, far past the limit\n"
+        "        keep.append(torch.ones(25_000_000))\n\ngrow()")
+ROOM = "import torch\nroom = torch.ones(50_000_000)  # 200 MB: fits only if the grader gave the bomb's memory back\ndel room"
 RECON = "import torch\n\ndef reconstruction_error(x, x_hat):\n    return (x - x_hat).pow(2).flatten(1).sum(1)"
 
 CLASS = {  # student: (assignment, cells)
@@ -72,7 +74,7 @@ CLASS = {  # student: (assignment, cells)
                                                     "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).detach()"]),
     "kl_mean": ("03_variational_autoencoders", ["import torch\n\ndef kl_divergence(mu, logvar):\n"
                                                 "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean(1)"]),
-    "bomb_cell": ("02_latent_variables_and_autoencoders", [RECON, BOMB, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
+    "bomb_cell": ("02_latent_variables_and_autoencoders", [RECON, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
     "bomb_check": ("02_latent_variables_and_autoencoders", [RECON, "import torch\n\ndef add_noise(x, std):\n    keep = []\n    while True:\n"
                                                                    "        keep.append(torch.ones(25_000_000))"]),
 }
@@ -168,7 +170,8 @@ def test_a_cell_that_grows_past_the_memory_limit_keeps_the_marks_before(real_cla
     assert "memory" in row["status"].split(";"), row
     assert _ex(real_class[2], "bomb_cell", "reconstruction_error")["score"] == 1
     assert _ex(real_class[2], "bomb_cell", "add_noise")["score"] == 1  # the kernel survived: the cells after still count
-    assert [c["cell"] for c in row["cell_errors"]] == [2] and "allocate" in row["cell_errors"][0]["evalue"]
+    assert [c["cell"] for c in row["cell_errors"]] == [2], row["cell_errors"]
+    assert "allocate" in row["cell_errors"][0]["evalue"]
     assert any(f"limit is {MEMORY_MB} MB" in p for p in row["problems"]), row["problems"]
 
 
