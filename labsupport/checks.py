@@ -853,6 +853,72 @@ def check_gan_step(fn: Callable) -> None:
     passed("gan_step", "4 calls on tiny linear networks with SGD")
 
 
+def _conv_size(fn: Callable, args: tuple, name: str) -> int:
+    """Call ``fn(*args)`` and insist on a plain int (sizes index tensors: 3.5 or 3.0 will not do)."""
+    out = call(fn, *args)
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    if isinstance(out, bool) or not isinstance(out, (int, float)):
+        raise CheckFailed(f"{name}{args} should return an int, got {_describe(out)}.")
+    if isinstance(out, float):
+        raise CheckFailed(f"{name}{args} returned the float {out}: a size is a whole number of pixels. Use // (floor division), "
+                          "not /, so that the result is an int.")
+    return out
+
+
+def _conv_verdict(fn: Callable, name: str, cases: list[tuple[int, ...]], truth: Callable[..., int], params: str,
+                  mistakes: dict[str, Callable[..., int]], layer: str) -> None:
+    """Compare ``fn`` with PyTorch's ``truth`` on every case; name the mistake whose formula explains all its answers."""
+    got = [_conv_size(fn, case, name) for case in cases]
+    want = [truth(*case) for case in cases]
+    if got == want:
+        return
+    found = next((m for m, f in mistakes.items() if [f(*case) for case in cases] == got), None)
+    i = next(j for j in range(len(cases)) if got[j] != want[j])
+    shown = ", ".join(f"{k}={v}" for k, v in zip(params.split(), cases[i]))
+    raise CheckFailed((found + " " if found else "") + f"{name}({shown}) gave {got[i]}; {layer} gives {want[i]}.")
+
+
+def check_conv_out(fn: Callable) -> None:
+    """``conv_out(size, kernel, stride=1, padding=0) -> int``: the output side of ``nn.Conv2d`` on a ``size x size`` input."""
+    cases = [(28, 4, 2, 1), (7, 4, 2, 1), (3, 4, 2, 1), (10, 3, 2, 0), (5, 3, 1, 0), (6, 5, 1, 2), (9, 3, 3, 1)]
+    truth = lambda n, k, s, p: torch.nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]  # PyTorch's own answer
+    mistakes = {
+        "It rounds up: when the windows do not tile the padded input exactly, the last partial window is dropped, so "
+        "the division rounds DOWN (floor, //).": lambda n, k, s, p: -(-(n + 2 * p - k) // s) + 1,
+        "The +1 is missing: (size + 2*padding - kernel) // stride counts the steps between window positions; the "
+        "positions are one more (the first window counts too).": lambda n, k, s, p: (n + 2 * p - k) // s,
+        "The padding is counted once: it is added on BOTH sides of the input, 2 * padding.": lambda n, k, s, p: (n + p - k) // s + 1,
+        "The stride is ignored: a stride-s window lands on every s-th position, so divide by the stride.": lambda n, k, s, p: n + 2 * p - k + 1,
+        "This is the transposed convolution's formula (it grows the image); an ordinary convolution shrinks it.":
+            lambda n, k, s, p: (n - 1) * s - 2 * p + k,
+    }
+    _conv_verdict(fn, "conv_out", cases, truth, "size kernel stride padding", mistakes, "nn.Conv2d")
+    passed("conv_out", f"{len(cases)} cases against nn.Conv2d")
+
+
+def check_conv_transpose_out(fn: Callable) -> None:
+    """``conv_transpose_out(size, kernel, stride=1, padding=0, output_padding=0) -> int``: the output side of ``nn.ConvTranspose2d``."""
+    cases = [(7, 4, 2, 1, 0), (14, 4, 2, 1, 0), (3, 3, 2, 1, 1), (4, 5, 1, 2, 0), (5, 3, 2, 0, 1), (2, 4, 3, 0, 2)]
+    truth = lambda n, k, s, p, op: torch.nn.ConvTranspose2d(1, 1, k, s, p, output_padding=op)(torch.zeros(1, 1, n, n)).shape[-1]
+    right = lambda n, k, s, p, op: (n - 1) * s - 2 * p + k + op
+    mistakes = {
+        "output_padding is ignored: it adds that many pixels on one side of the output (it tells apart the input sizes "
+        "that an ordinary convolution would map to the same output).": lambda n, k, s, p, op: right(n, k, s, p, op) - op,
+        "output_padding is subtracted: it ADDS pixels to the output.": lambda n, k, s, p, op: right(n, k, s, p, op) - 2 * op,
+        "This is the ordinary convolution's formula: a transposed convolution inverts it. Solve "
+        "out = (n + 2*padding - kernel) // stride + 1 for n, the size that a convolution would shrink to `size`.":
+            lambda n, k, s, p, op: (n + 2 * p - k) // s + 1,
+        "The inversion went wrong: the signs of padding and kernel are swapped. Padding is removed from the grown "
+        "image, and each input pixel spreads over a whole kernel.": lambda n, k, s, p, op: (n - 1) * s + 2 * p - k + op,
+        "The -1 is missing: n input pixels are n - 1 strides apart, and the first kernel adds its full width, so "
+        "(size - 1) * stride, not size * stride.": lambda n, k, s, p, op: n * s - 2 * p + k + op,
+        "The padding is removed once: a transposed convolution trims it from BOTH sides, 2 * padding.":
+            lambda n, k, s, p, op: (n - 1) * s - p + k + op,
+    }
+    _conv_verdict(fn, "conv_transpose_out", cases, truth, "size kernel stride padding output_padding", mistakes, "nn.ConvTranspose2d")
+    passed("conv_transpose_out", f"{len(cases)} cases against nn.ConvTranspose2d")
+
 # --- Notebook 05: GAN variants (conditional GAN, WGAN-GP, CycleGAN) ----------------------------
 
 
