@@ -180,3 +180,19 @@ def test_wgan_gp_step_not_written_yet():
 
     with pytest.raises(CheckFailed, match="not written yet"):
         checks.check_wgan_gp_step(stub)
+
+
+def test_toy_gan_trains_with_a_students_step():
+    """toy_gan(step=...) hands the step n_critic blocks of real points per call and keeps its W-estimate log."""
+    from labsupport import data, train
+
+    seen = []
+
+    def recording(G, critic, opt_g, opt_c, x_real, z, *, n_critic=5, lam=10.0):
+        seen.append((x_real.shape, z.shape, n_critic, lam))
+        return step_like_solution(G, critic, opt_g, opt_c, x_real, z, n_critic=n_critic, lam=lam)
+
+    x, _ = data.ring_of_gaussians(500, seed=0)
+    G, hist = train.toy_gan("wgan-gp", x, steps=4, seed=0, lam=0.3, step=recording, n_critic=3, batch_size=16, log_every=2)
+    assert seen == [((48, 2), (48, 2), 3, 0.3)] * 4
+    assert hist["w_step"] == [2, 4] and len(hist["g_loss"]) == 4 and "d_real" not in hist
