@@ -1019,6 +1019,72 @@ def check_gan_step(fn: Callable) -> None:
     passed("gan_step", "4 calls on tiny linear networks with SGD")
 
 
+def _conv_size(fn: Callable, args: tuple, name: str) -> int:
+    """Call ``fn(*args)`` and insist on a plain int (sizes index tensors: 3.5 or 3.0 will not do)."""
+    out = call(fn, *args)
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    if isinstance(out, bool) or not isinstance(out, (int, float)):
+        raise CheckFailed(f"{name}{args} should return an int, got {_describe(out)}.")
+    if isinstance(out, float):
+        raise CheckFailed(f"{name}{args} returned the float {out}: a size is a whole number of pixels. Use // (floor division), "
+                          "not /, so that the result is an int.")
+    return out
+
+
+def _conv_verdict(fn: Callable, name: str, cases: list[tuple[int, ...]], truth: Callable[..., int], params: str,
+                  mistakes: dict[str, Callable[..., int]], layer: str) -> None:
+    """Compare ``fn`` with PyTorch's ``truth`` on every case; name the mistake whose formula explains all its answers."""
+    got = [_conv_size(fn, case, name) for case in cases]
+    want = [truth(*case) for case in cases]
+    if got == want:
+        return
+    found = next((m for m, f in mistakes.items() if [f(*case) for case in cases] == got), None)
+    i = next(j for j in range(len(cases)) if got[j] != want[j])
+    shown = ", ".join(f"{k}={v}" for k, v in zip(params.split(), cases[i]))
+    raise CheckFailed((found + " " if found else "") + f"{name}({shown}) gave {got[i]}; {layer} gives {want[i]}.")
+
+
+def check_conv_out(fn: Callable) -> None:
+    """``conv_out(size, kernel, stride=1, padding=0) -> int``: the output side of ``nn.Conv2d`` on a ``size x size`` input."""
+    cases = [(28, 4, 2, 1), (7, 4, 2, 1), (3, 4, 2, 1), (10, 3, 2, 0), (5, 3, 1, 0), (6, 5, 1, 2), (9, 3, 3, 1)]
+    truth = lambda n, k, s, p: torch.nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]  # PyTorch's own answer
+    mistakes = {
+        "It rounds up: when the windows do not tile the padded input exactly, the last partial window is dropped, so "
+        "the division rounds DOWN (floor, //).": lambda n, k, s, p: -(-(n + 2 * p - k) // s) + 1,
+        "The +1 is missing: (size + 2*padding - kernel) // stride counts the steps between window positions; the "
+        "positions are one more (the first window counts too).": lambda n, k, s, p: (n + 2 * p - k) // s,
+        "The padding is counted once: it is added on BOTH sides of the input, 2 * padding.": lambda n, k, s, p: (n + p - k) // s + 1,
+        "The stride is ignored: a stride-s window lands on every s-th position, so divide by the stride.": lambda n, k, s, p: n + 2 * p - k + 1,
+        "This is the transposed convolution's formula (it grows the image); an ordinary convolution shrinks it.":
+            lambda n, k, s, p: (n - 1) * s - 2 * p + k,
+    }
+    _conv_verdict(fn, "conv_out", cases, truth, "size kernel stride padding", mistakes, "nn.Conv2d")
+    passed("conv_out", f"{len(cases)} cases against nn.Conv2d")
+
+
+def check_conv_transpose_out(fn: Callable) -> None:
+    """``conv_transpose_out(size, kernel, stride=1, padding=0, output_padding=0) -> int``: the output side of ``nn.ConvTranspose2d``."""
+    cases = [(7, 4, 2, 1, 0), (14, 4, 2, 1, 0), (3, 3, 2, 1, 1), (4, 5, 1, 2, 0), (5, 3, 2, 0, 1), (2, 4, 3, 0, 2)]
+    truth = lambda n, k, s, p, op: torch.nn.ConvTranspose2d(1, 1, k, s, p, output_padding=op)(torch.zeros(1, 1, n, n)).shape[-1]
+    right = lambda n, k, s, p, op: (n - 1) * s - 2 * p + k + op
+    mistakes = {
+        "output_padding is ignored: it adds that many pixels on one side of the output (it tells apart the input sizes "
+        "that an ordinary convolution would map to the same output).": lambda n, k, s, p, op: right(n, k, s, p, op) - op,
+        "output_padding is subtracted: it ADDS pixels to the output.": lambda n, k, s, p, op: right(n, k, s, p, op) - 2 * op,
+        "This is the ordinary convolution's formula: a transposed convolution inverts it. Solve "
+        "out = (n + 2*padding - kernel) // stride + 1 for n, the size that a convolution would shrink to `size`.":
+            lambda n, k, s, p, op: (n + 2 * p - k) // s + 1,
+        "The inversion went wrong: the signs of padding and kernel are swapped. Padding is removed from the grown "
+        "image, and each input pixel spreads over a whole kernel.": lambda n, k, s, p, op: (n - 1) * s + 2 * p - k + op,
+        "The -1 is missing: n input pixels are n - 1 strides apart, and the first kernel adds its full width, so "
+        "(size - 1) * stride, not size * stride.": lambda n, k, s, p, op: n * s - 2 * p + k + op,
+        "The padding is removed once: a transposed convolution trims it from BOTH sides, 2 * padding.":
+            lambda n, k, s, p, op: (n - 1) * s - p + k + op,
+    }
+    _conv_verdict(fn, "conv_transpose_out", cases, truth, "size kernel stride padding output_padding", mistakes, "nn.ConvTranspose2d")
+    passed("conv_transpose_out", f"{len(cases)} cases against nn.ConvTranspose2d")
+
 # --- Notebook 05: GAN variants (conditional GAN, WGAN-GP, CycleGAN) ----------------------------
 
 
@@ -1160,6 +1226,274 @@ def check_gradient_penalty(fn: Callable) -> None:
         if problem:
             raise CheckFailed(f"On {what}: {problem}")
     passed("gradient_penalty", "value, gradient, and eps drawn once per example, on points and on images")
+
+
+class _RecNet(torch.nn.Module):
+    """A tiny network for check_wgan_gp_step that notes each input with its place in the check's event list.
+
+    ``hidden=0``: linear (a generator, output ``out_shape`` per row); ``hidden>0``: a tanh critic with one
+    score per row, whose input gradient changes from point to point (so where a penalty is taken matters).
+    """
+
+    def __init__(self, d_in: int, out_shape: tuple[int, ...], hidden: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d_out = math.prod(out_shape)
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(d_in, hidden or d_out)] + ([torch.nn.Linear(hidden, 1)] if hidden else []))
+        with torch.no_grad():
+            for lin in self.layers:
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.9)
+                lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.3)
+        self.latent_dim, self.out_shape, self.critic = d_in, out_shape, bool(hidden)
+        self.inputs: list[tuple[int, torch.Tensor]] = []
+        self.events: list | None = None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.events is not None:
+            self.inputs.append((len(self.events), x.detach().clone()))
+        h = self.layers[0](x.flatten(1))
+        if self.critic:
+            return self.layers[1](torch.tanh(h)).squeeze(-1)
+        return h.view(len(x), *self.out_shape)
+
+
+def _twin(net: _RecNet, params: torch.Tensor) -> _RecNet:
+    """A private copy of ``net`` with the flat weights ``params``, not recording."""
+    twin = copy.deepcopy(net)
+    twin.inputs, twin.events = [], None
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(params.float(), twin.parameters())
+    return twin
+
+
+# What the critic step's penalty term is, for the named mistakes: f(per-example gradient norms) -> (B,)
+_PENALTY_FORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "right": lambda n: (n - 1) ** 2,
+    "The penalty is missing its square: (||grad|| - 1) on its own can go negative, so the critic lowers its loss by making "
+    "its slope small everywhere. Square it: (||grad|| - 1)^2.": lambda n: n - 1,
+    "The penalty takes |‖grad‖ - 1| instead of its square: square it, (‖grad‖ - 1)^2.": lambda n: (n - 1).abs(),
+    "The penalty lacks its (norm - 1): ||grad||^2 pulls the critic's slope towards 0, but WGAN-GP wants slope 1 "
+    "between real and fake points. Penalise (||grad|| - 1)^2.": lambda n: n ** 2,
+    "The penalty lacks its (norm - 1): ||grad|| pulls the critic's slope towards 0, but WGAN-GP wants slope 1. "
+    "Penalise (||grad|| - 1)^2.": lambda n: n,
+    "The penalty uses the squared norm, (||grad||^2 - 1)^2: take the norm itself (the square root of the sum of squares), "
+    "then (||grad|| - 1)^2.": lambda n: (n ** 2 - 1) ** 2,
+}
+
+
+def _critic_objective(c: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, at: torch.Tensor | None, lam: float,
+                      sign: float = 1.0, form: str = "right") -> torch.Tensor:
+    """sign * (E[c(fake)] - E[c(real)]) + lam * mean_i form(||grad_x c(at_i)||_2); no penalty when ``at`` is None."""
+    loss = sign * (c(fake).mean() - c(real).mean())
+    if at is None:
+        return loss
+    pts = at.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(c(pts).sum(), pts, create_graph=True)
+    return loss + lam * _PENALTY_FORMS[form](grad.flatten(1).norm(dim=1)).mean()
+
+
+def _rows(x: torch.Tensor, b: int) -> list[torch.Tensor]:
+    """``x`` cut into blocks of ``b`` rows (a critic called on torch.cat([real, fake]) scored both batches)."""
+    return list(x.split(b)) if len(x) % b == 0 else [x]
+
+
+def _find(blocks: list[torch.Tensor], want: torch.Tensor) -> bool:
+    return any(bl.shape == want.shape and close(bl, want, atol=1e-6) for bl in blocks)
+
+
+def _line_problem(x_hat: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> str:
+    """Why ``x_hat`` is not eps * real + (1 - eps) * fake with one eps in [0, 1] per example ("" if it is)."""
+    d, r = (x_hat - fake).flatten(1), (real - fake).flatten(1)
+    eps = (d * r).sum(1) / (r * r).sum(1)
+    if not close(d, eps[:, None] * r, atol=1e-4):
+        return ("The penalty's points are not on the line from each fake to its real example: the interpolation weight eps "
+                f"must be one number per example, shape {(len(real),) + (1,) * (real.dim() - 1)} here, not one per "
+                "coordinate or pixel (which scatters x_hat off the line between the two samples).")
+    if (eps < -1e-4).any() or (eps > 1 + 1e-4).any():
+        return f"The interpolation weight eps went outside [0, 1] (min {eps.min().item():.2f}, max {eps.max().item():.2f}): draw it uniformly (torch.rand), not from a normal."
+    if eps.max() - eps.min() < 1e-6:
+        return "Every example used the same interpolation weight: draw one eps per example, not one for the whole batch."
+    return ""
+
+
+def _wgan_step_once(fn: Callable, G: _RecNet, C: _RecNet, opt_g: _StepSGD, opt_c: _StepSGD, x: torch.Tensor, z: torch.Tensor,
+                    n_critic: int, lam: float, lr_g: float, lr_c: float, what: str) -> None:
+    """Run the student's step once, watching both optimizers, both networks' inputs and G's gradients."""
+    events: list[tuple] = []  # ("step", "g"/"c", grads of its net, C's params, G's params) or ("g_grad",)
+    G.inputs, C.inputs, G.events, C.events = [], [], events, events
+    G0, C0, entry_c = _flat(G.parameters()), _flat(C.parameters()), _grads(C)
+
+    def on_step(which: str, net: torch.nn.Module) -> Callable[[], None]:
+        return lambda: events.append(("step", which, _grads(net), _flat(C.parameters()), _flat(G.parameters())))
+
+    opt_g.on_step, opt_c.on_step = on_step("g", G), on_step("c", C)
+    hooks = [p.register_hook(lambda grad: events.append(("g_grad",))) for p in G.parameters()]
+    try:
+        out = call(fn, G, C, opt_g, opt_c, x, z, n_critic=n_critic, lam=lam)
+    finally:
+        opt_g.on_step = opt_c.on_step = None
+        G.events = C.events = None
+        for h in hooks:
+            h.remove()
+    when = f" ({what}, n_critic={n_critic})"
+
+    keys = ("loss_c", "loss_g")
+    if not isinstance(out, dict):
+        raise CheckFailed(f"wgan_gp_step should return a dict with keys {list(keys)}, but it returned {_describe(out)}{when}.")
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise CheckFailed(f"The dict wgan_gp_step returns lacks the key(s) {missing}: return {{'loss_c': ..., 'loss_g': ...}} "
+                          f"(got keys {sorted(out)}){when}.")
+
+    # how many steps of which optimizer, in which order
+    steps = [(i, e[1]) for i, e in enumerate(events) if e[0] == "step"]
+    c_at, g_at = [i for i, w in steps if w == "c"], [i for i, w in steps if w == "g"]
+    if not c_at:
+        raise CheckFailed("opt_c.step() was never called: the critic steps must update the critic." + when)
+    if not g_at:
+        raise CheckFailed("opt_g.step() was never called: after the critic steps, one generator step must update G." + when)
+    if len(g_at) > 1 or g_at[0] < c_at[-1]:
+        raise CheckFailed(f"G was updated in a critic step: opt_g.step() ran {len(g_at)} time(s), the first before the critic's "
+                          f"last step. The critic takes all its n_critic steps with G fixed; then G takes ONE step." + when)
+    if c_at[-1] > g_at[0]:
+        raise CheckFailed("The critic was updated during (or after) the G step: opt_c.step() ran after opt_g.step(). In the G step "
+                          "only opt_g steps." + when)
+    if len(c_at) == 1 and n_critic > 1:
+        raise CheckFailed(f"One critic step instead of n_critic = {n_critic}: opt_c.step() ran once. WGAN-GP trains the critic "
+                          f"n_critic times per generator step (each on its own real batch and fakes), so that its score "
+                          f"difference is close to the Wasserstein distance when G learns from it." + when)
+    if len(c_at) != n_critic:
+        raise CheckFailed(f"opt_c.step() ran {len(c_at)} times, expected n_critic = {n_critic}: use the n_critic argument, "
+                          "one critic step per block of B = len(x_real) // n_critic real examples." + when)
+    first_g = next((i for i, e in enumerate(events) if e[0] == "g_grad"), None)
+    if first_g is not None and first_g < c_at[-1]:
+        raise CheckFailed("The fakes are not detached in the critic steps: the critic's loss sent gradients into G's weights. A "
+                          "critic step must not touch G: score G(z).detach() (or make the fakes under torch.no_grad())." + when)
+    for i in c_at:
+        if not close(events[i][4], G0):
+            raise CheckFailed("G's weights changed during the critic steps: only the G step may change G." + when)
+
+    # each critic step: its gradient when opt_c steps, against the WGAN-GP loss on its own batch
+    b = len(x) // n_critic
+    xs, zs = x.split(b), z.split(b)
+    g_ref = _twin(G, G0)
+    C_k, prev_grad, last_value = C0, entry_c, None
+    for k, at in enumerate(c_at):
+        start = c_at[k - 1] if k else -1
+        seen = [bl for pos, inp in C.inputs if start < pos <= at for bl in _rows(inp, b)]
+        real = xs[k]
+        if not _find(seen, real):
+            raise CheckFailed(f"Critic step {k + 1} did not score its real batch x_real[{k * b}:{(k + 1) * b}]: step k of n_critic "
+                              f"uses the k-th block of B = len(x_real) // n_critic = {b} real examples (x_real.split(B) or "
+                              "x_real.chunk(n_critic))." + when)
+        with torch.no_grad():
+            fakes = [g_ref(zz) for pos, inp in G.inputs if pos <= at for zz in _rows(inp, b)] + [g_ref(zs[k])]
+        fake = next((f for f in fakes if _find(seen, f)), None)
+        if fake is None:
+            raise CheckFailed(f"Critic step {k + 1} did not score a batch of {b} fakes G(z): the critic's loss needs its scores "
+                              "on real examples and on fakes." + when)
+        hats = [bl for bl in seen if bl.shape == real.shape and not close(bl, real, atol=1e-6) and not close(bl, fake, atol=1e-6)]
+        x_hat = hats[-1] if hats else None
+        c_ref = _twin(C, C_k)
+
+        def grad_of(at: Any = "x_hat", lam_: float = lam, **kw) -> torch.Tensor:
+            pts = x_hat if isinstance(at, str) else at
+            return _ref_grad(C, C_k, lambda net: _critic_objective(net, real, fake, pts, lam_, **kw))
+
+        got = events[at][2]
+        same = lambda want: close(got, want, rtol=1e-4, atol=1e-6)
+        if x_hat is None:
+            for where, pts in (("real examples", real), ("fakes", fake)):
+                if same(grad_of(at=pts)):
+                    raise CheckFailed(f"The gradient penalty was taken at the {where} only. It must be taken at random points between "
+                                      "real and fake examples, x_hat = eps * real + (1 - eps) * fake: the optimal critic has slope 1 "
+                                      "on the lines joining them." + when)
+            if same(grad_of(at=None)) or same(grad_of(at=None) + prev_grad):
+                raise CheckFailed("The critic's gradient has no gradient-penalty part, and the critic never scored points between real "
+                                  "and fake examples: add lam * gradient_penalty at interpolates x_hat to the critic's loss." + when)
+            raise CheckFailed(f"In critic step {k + 1} the critic only scored the real batch and the fakes: the penalty needs its scores "
+                              "at interpolates x_hat = eps * real + (1 - eps) * fake (and their gradient)." + when)
+        problem = _line_problem(x_hat, real, fake)
+        if problem:
+            raise CheckFailed(problem + when)
+        ref = grad_of()
+        if not same(ref):
+            if same(grad_of(at=None)):
+                raise CheckFailed("The penalty does not train the critic: its gradient carries none of the penalty. The penalty is a "
+                                  "function of a gradient, so torch.autograd.grad must build a graph of it (create_graph=True), "
+                                  "and nothing in between may .detach() it or call .item()." + when)
+            if same(grad_of(sign=-1.0)):
+                raise CheckFailed("The critic's Wasserstein term has the wrong sign: the critic MINIMISES E[f(fake)] - E[f(real)] "
+                                  "(+ lam * penalty), pushing real scores up and fake scores down." + when)
+            for form in _PENALTY_FORMS:
+                if form != "right" and same(grad_of(form=form)):
+                    raise CheckFailed(form + when)
+            if same(grad_of(lam_=1.0)):
+                raise CheckFailed(f"The penalty is not weighted by lam = {lam}: the critic's loss is W-term + lam * penalty." + when)
+            if same(ref + prev_grad):
+                raise CheckFailed("Gradients accumulate across critic steps: the critic's gradient at opt_c.step() is this step's plus "
+                                  "the one left over from before. Call opt_c.zero_grad() before each backward()." + when)
+            raise CheckFailed(f"In critic step {k + 1} the critic's gradient at opt_c.step() is not that of E[f(fake)] - E[f(real)] + "
+                              "lam * mean((||grad_x f(x_hat)|| - 1)^2) on this step's batch, fakes and interpolates." + when)
+        last_value = _critic_objective(c_ref, real, fake, x_hat, lam).detach().double()
+        prev_grad, C_k = got, C_k - lr_c * ref
+    if not close(events[g_at[0]][3], C_k, rtol=1e-5, atol=1e-6):
+        raise CheckFailed("The critic's weights changed between its last step and the G step: only opt_c.step() may change them." + when)
+
+    # the G step: -E[f(G(z))] through the critic after its n_critic steps, on the noise of G's last call
+    z2 = [inp for pos, inp in G.inputs if pos <= g_at[0]][-1]
+    c_final = _twin(C, C_k)
+    ref_g = _ref_grad(G, G0, lambda net: -c_final(net(z2)).mean())
+    got_g = events[g_at[0]][2]
+    if not close(got_g, ref_g, rtol=1e-4, atol=1e-6):
+        if close(got_g, -ref_g, rtol=1e-4, atol=1e-6):
+            raise CheckFailed("G's gradient has the wrong sign: the generator minimises -E[f(G(z))] (it wants HIGH critic scores)." + when)
+        vanilla = _ref_grad(G, G0, lambda net: torch.nn.functional.softplus(-c_final(net(z2))).mean())
+        if close(got_g, vanilla, rtol=1e-4, atol=1e-6):
+            raise CheckFailed("The G step uses the vanilla GAN's loss -log sigmoid(f(G(z))): a critic's scores are not logits. "
+                              "The WGAN generator minimises -E[f(G(z))]." + when)
+        raise CheckFailed("G's gradient at opt_g.step() is not that of -E[f(G(z))] through the critic after its last step: zero "
+                          "opt_g's gradients, score fresh fakes G(z) with the critic and backpropagate -mean(scores)." + when)
+    if not close(_flat(C.parameters()), C_k, rtol=1e-5, atol=1e-6):
+        raise CheckFailed("After wgan_gp_step the critic's weights are not those of its n_critic steps: something else changed them." + when)
+    if not close(_flat(G.parameters()), G0 - lr_g * ref_g, rtol=1e-5, atol=1e-6):
+        raise CheckFailed("After wgan_gp_step G's weights are not those of one opt_g step: something else changed G." + when)
+
+    loss_c = expect_tensor(out["loss_c"], (), "out['loss_c']")
+    if not close(loss_c.detach().double(), last_value, rtol=1e-4, atol=1e-5):
+        raise CheckFailed(f"out['loss_c'] should be the last critic step's loss, W-term + lam * penalty = {last_value.item():.4f}; "
+                          f"got {loss_c.item():.4f}." + when)
+    with torch.no_grad():
+        want_g = (-c_final(g_ref(z2)).mean()).double()
+    loss_g = expect_tensor(out["loss_g"], (), "out['loss_g']")
+    if not close(loss_g.detach().double(), want_g, rtol=1e-4, atol=1e-5):
+        raise CheckFailed(f"out['loss_g'] should be the G step's loss -E[f(G(z))] = {want_g.item():.4f}; got {loss_g.item():.4f}." + when)
+
+
+def check_wgan_gp_step(fn: Callable) -> None:
+    """``wgan_gp_step(G, critic, opt_g, opt_c, x_real, z, *, n_critic, lam) -> {"loss_c", "loss_g"}``: n_critic WGAN-GP critic steps, then one G step.
+
+    Tiny networks (a linear G, a tanh critic) and plain SGD optimizers of known learning rates, on 2D points and on
+    3x3 images: the check watches every optimizer step and every network input, and compares each critic step's
+    gradient with that of the WGAN-GP loss at the interpolates it used.
+    """
+    g = torch.Generator().manual_seed(19)
+    rng_state = torch.random.get_rng_state()
+    try:
+        cases = [("2D points", (2,), 3, 0.7, 2), ("3x3 images", (1, 3, 3), 2, 2.0, 1)]
+        for what, shape, n_critic, lam, calls in cases:
+            d = math.prod(shape)
+            G, C = _RecNet(2, shape, 0, seed=1), _RecNet(d, (1,), 3, seed=2)
+            lr_g, lr_c = 0.3, 0.2
+            opt_g, opt_c = _StepSGD(G.parameters(), lr=lr_g), _StepSGD(C.parameters(), lr=lr_c)
+            B = 4
+            for call_no in range(1, calls + 1):
+                x = torch.randn(n_critic * B, *shape, generator=g) + 1.0
+                z = torch.randn(n_critic * B, 2, generator=g)
+                _wgan_step_once(fn, G, C, opt_g, opt_c, x, z, n_critic, lam, lr_g, lr_c, f"{what}, call {call_no}")
+    finally:
+        torch.random.set_rng_state(rng_state)
+    passed("wgan_gp_step", "n_critic critic steps with the penalty at interpolates, then one G step, on points and images")
 
 
 def check_cycle_consistency_loss(fn: Callable) -> None:

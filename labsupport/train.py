@@ -426,7 +426,7 @@ def train_gan(
 def toy_gan(
     method: str, real: torch.Tensor, *, steps: int, seed: int = 0, lam: float = 0.1, batch_size: int = 128, lr: float = 1e-3,
     critic_loss: Callable = critic_loss, gradient_penalty: Callable = gradient_penalty, log_every: int = 50,
-    device: torch.device | str | None = None, desc: str | None = None,
+    step: Callable[..., dict] | None = None, n_critic: int = 5, device: torch.device | str | None = None, desc: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, list[float]]]:
     """One GAN on 2D points ``real: (N, 2)``, with the MLP2D nets of notebook 04 and :func:`train_gan`.
 
@@ -435,6 +435,9 @@ def toy_gan(
     Same G, same D/critic architecture, same batch size and number of G steps for both.
     Every ``log_every`` steps the history gets ``w_step`` and ``w_estimate`` = E[f(x)] - E[f(G(z))]
     on a fresh batch of 1000 (for the vanilla D, on its logits: not an estimate of anything).
+    ``step`` (WGAN-GP only): a whole WGAN-GP iteration ``step(G, critic, opt_g, opt_c, x_real, z, *, n_critic, lam)
+    -> {"loss_c", "loss_g"}`` (notebook 05's exercise) that takes its ``n_critic`` critic steps itself, on
+    ``x_real: (n_critic * batch_size, 2)`` and ``z`` of as many rows; then ``critic_loss`` and ``gradient_penalty`` are unused.
     """
     if method not in ("gan", "wgan-gp"):
         raise ValueError(f"method must be 'gan' or 'wgan-gp', got {method!r}")
@@ -455,9 +458,18 @@ def toy_gan(
     common = dict(steps=steps, batch_size=batch_size, lr_g=lr, lr_d=lr, callback=watch, device=dev, desc=desc or method)
     if method == "gan":
         hist = train_gan(G, D, batch_sampler(real, seed=seed), **common)
-    else:
-        hist = train_gan(G, D, batch_sampler(real, seed=seed), d_steps=5, betas=(0.5, 0.9), d_loss=critic_loss, g_loss=wgan_g_loss,
+    elif step is None:
+        hist = train_gan(G, D, batch_sampler(real, seed=seed), d_steps=n_critic, betas=(0.5, 0.9), d_loss=critic_loss, g_loss=wgan_g_loss,
                          d_penalty=lambda D, x, fake, y: lam * gradient_penalty(D, x, fake), **common)
+    else:
+        def wgan_gp_iteration(G, D, opt_g, opt_d, x, z, y=None, **unused) -> dict:
+            out = step(G, D, opt_g, opt_d, x, z, n_critic=n_critic, lam=lam)
+            nothing = torch.zeros(1, device=x.device)  # a critic's scores are not logits: no D(x) to record
+            return {"loss_d": out["loss_c"], "loss_g": out["loss_g"], "real_logits": nothing, "fake_logits": nothing}
+
+        common["batch_size"] = n_critic * batch_size  # one draw holds the real batches of all n_critic critic steps
+        hist = train_gan(G, D, batch_sampler(real, seed=seed), betas=(0.5, 0.9), step=wgan_gp_iteration, **common)
+        hist = {k: v for k, v in hist.items() if k not in ("d_real", "d_fake")}
     return G, {**hist, **log}
 
 
