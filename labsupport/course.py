@@ -8,7 +8,10 @@
 ``### END SOLUTION`` become one ``raise NotImplementedError(...)`` at the same indentation, keeping
 the signature and the lines around them; the exercise is named after the cell's first ``def`` or
 ``class``. In a markdown cell, text between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->``
-becomes a prompt for the student's answer. Outputs and execution counts are stripped from both
+becomes a prompt for the student's answer. A markdown cell headed ``## Written question N (graded by hand):
+title`` (or ``(graded by hand, 2 points)``) is a written question: its model answer (a solution block in the
+same cell) is replaced, in the student notebook, by an answer cell of its own that the grader collects for
+the instructor to grade by hand. Outputs and execution counts are stripped from both
 folders; each student notebook gets an "Open in Colab" badge and a first install cell that acts only
 on Colab. Exercise ids and points go into the notebook metadata (for grading); a solution cell may
 set ``{"labsupport": {"points": 2}}`` in its metadata (default 1 point). ``build`` also writes them
@@ -33,8 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 DEF = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w*)", re.M)
+WRITTEN = re.compile(r"^#+\s*Written question (\d+) \(graded by hand(?:, (\d+(?:\.\d+)?) points?)?\):\s*(.+)$", re.M)
+ANSWER_PROMPT = "*Write your answer here (double-click to edit).*"
 KEEP_CELL_METADATA = ("tags", "labsupport")
-EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"[, "stages"]}]}, written by build
+EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"[, "stages"]} | {"kind": "written", ...}]}, written by build
 # Partial credit: points a check awards per stage it passes (``labsupport.checks.stage(name)``) when it does not
 # pass whole; the rest of the exercise's points need the whole check. Exercises not listed are all-or-nothing.
 STAGES = {
@@ -95,6 +100,26 @@ def exercises(nb: nbformat.NotebookNode) -> list[dict]:
     return found
 
 
+def written_questions(nb: nbformat.NotebookNode) -> list[dict]:
+    """The written questions of a solution notebook: ``[{"id", "kind": "written", "number", "title", "points", "cell"}]``."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        m = WRITTEN.search(cell["source"]) if cell["cell_type"] == "markdown" else None
+        if m:
+            if not MD_SOLUTION.search(cell["source"]):
+                raise ValueError(f"cell {i}: written question {m.group(1)} needs its model answer in <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION -->")
+            points = float(m.group(2)) if m.group(2) else 1.0
+            found.append({"id": f"written_{m.group(1)}", "kind": "written", "number": int(m.group(1)), "title": m.group(3).strip(),
+                          "points": int(points) if points.is_integer() else points, "cell": i})
+    if len({q["id"] for q in found}) < len(found):
+        raise ValueError("two written questions share a number")
+    return found
+
+
+def _blank_answer(q: dict) -> str:
+    return f"**Your answer to written question {q['number']}** ({q['points']:g} point{'s' if q['points'] != 1 else ''}, graded by hand):\n\n{ANSWER_PROMPT}"
+
+
 def _stub(source: str, number: int, name: str) -> str:
     out, inside = [], False
     for line in source.split("\n"):
@@ -111,34 +136,53 @@ def _stub(source: str, number: int, name: str) -> str:
     return "\n".join(out)
 
 
-def _metadata(nb: nbformat.NotebookNode, name: str, found: list[dict]) -> None:
+def _metadata(nb: nbformat.NotebookNode, name: str, found: list[dict], written: list[dict]) -> None:
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "labsupport": {
             "notebook": Path(name).stem,
             "exercises": [{k: e[k] for k in ("number", "id", "points")} for e in found],
+            **({"written": [{k: q[k] for k in ("number", "id", "title", "points")} for q in written]} if written else {}),
         },
     }
 
 
-def build_pair(src: Path) -> tuple[str, str]:
-    """Return (clean solution notebook, student notebook) as the exact text ``build`` writes."""
-    sol = nbformat.read(src, as_version=4)
-    found = exercises(sol)
-    for cell in sol.cells:
-        _clean(cell)
-    _metadata(sol, src.name, found)
+def hide_answers(sol: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """A copy of solution notebook ``sol`` (outputs kept, if any) as the student sees it: every solution block
+    replaced by its stub, every model answer by a prompt, an answer cell under each written question."""
+    found, written = exercises(sol), written_questions(sol)
     student = nbformat.from_dict(json.loads(json.dumps(sol)))
     for e in found:
         cell = student.cells[e["cell"]]
         cell["source"] = _stub(cell["source"], e["number"], e["id"])
         cell["metadata"]["labsupport"] = {"exercise": e["id"], "points": e["points"]}
+    for q in reversed(written):  # the question stays, the model answer goes; the student answers in a cell of its own
+        cell = student.cells[q["cell"]]
+        cell["source"] = MD_SOLUTION.sub("", cell["source"]).rstrip()
+        cell["metadata"].pop("labsupport", None)
+        answer = nbformat.v4.new_markdown_cell(_blank_answer(q))
+        answer["id"] = f"{q['id']}-answer"
+        answer["metadata"] = {"labsupport": {"written": q["id"], "points": q["points"]}}
+        student.cells.insert(q["cell"] + 1, answer)
     for cell in student.cells:
         if cell["cell_type"] == "markdown":
-            cell["source"] = MD_SOLUTION.sub("*Write your answer here (double-click to edit).*", cell["source"])
+            cell["source"] = MD_SOLUTION.sub(ANSWER_PROMPT, cell["source"])
             if BEGIN in cell["source"]:
-                raise ValueError(f"{src.name}: use <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> in markdown cells")
+                raise ValueError(f"{name}: use <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> in markdown cells")
+    return student
+
+
+def build_pair(src: Path) -> tuple[str, str]:
+    """Return (clean solution notebook, student notebook) as the exact text ``build`` writes."""
+    sol = nbformat.read(src, as_version=4)
+    found, written = exercises(sol), written_questions(sol)
+    for cell in sol.cells:
+        _clean(cell)
+    for q in written:  # the model answer is the solution's answer to the question
+        sol.cells[q["cell"]]["metadata"]["labsupport"] = {"written": q["id"], "points": q["points"]}
+    _metadata(sol, src.name, found, written)
+    student = hide_answers(sol, src.name)
     repo = repository_url()
     first_md = next((i for i, c in enumerate(student.cells) if c["cell_type"] == "markdown"), -1)
     student.cells.insert(first_md + 1, _install_cell(repo))
@@ -154,8 +198,10 @@ def _targets(root: Path) -> dict[Path, str]:
         files[root / "notebooks" / src.name] = student + "\n"
         manifest[src.stem] = [{**e, **({"stages": STAGES[e["id"]]} if e["id"] in STAGES else {})}
                               for e in json.loads(sol)["metadata"]["labsupport"]["exercises"]]
+        # "blank": the answer cell as built, so the grader can tell an answer from an untouched cell
+        manifest[src.stem] += [{"kind": "written", **q, "blank": _blank_answer(q)} for q in json.loads(sol)["metadata"]["labsupport"].get("written", [])]
         for e in manifest[src.stem]:
-            if sum(e.get("stages", {}).values()) >= e["points"]:
+            if "stages" in e and sum(e["stages"].values()) >= e["points"]:
                 raise ValueError(f"{e['id']}: its stages award {sum(e['stages'].values())} of {e['points']} points; the whole check must earn the rest")
     # The grader's source of truth for exercise ids and points (shipped in the package; a submission's own metadata is not trusted).
     files[root / EXERCISES] = json.dumps(manifest, indent=1) + "\n"

@@ -74,6 +74,7 @@ def results(row: dict | None, seconds: float, problem: str | None = None) -> dic
               "status": "passed" if e["passed"] else "failed", "output": e["message"], "output_format": "text", "visibility": "visible"}
              for e in row["exercises"]]
     lines = [f"{row['notebook']}: {row['total']:g} / {row['max']:g} points"]
+    lines += [f"Written question {q['number']} ({q['points']:g} points): {q['status']}; your instructor grades it by hand" for q in row.get("written", [])]
     lines += [f"Problem while grading: {p}" for p in row["problems"]]
     lines += [f"Cell {c['cell']} (it starts with `{c['starts']}`) raised {c['ename']}: {c['evalue'][:300]}" for c in row["cell_errors"]]
     return {"score": row["total"], "execution_time": round(seconds), "output": "\n".join(lines), "output_format": "text",

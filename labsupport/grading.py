@@ -74,11 +74,12 @@ class Settings:
 # --- which assignment, which exercises ----------------------------------------------------------
 
 
-def load_exercises(path: Path = EXERCISES) -> dict[str, list[dict]]:
-    """The course's exercises: ``{notebook: [{"number", "id", "points"}]}`` (written by the build tool)."""
+def load_exercises(path: Path = EXERCISES, kind: str = "code") -> dict[str, list[dict]]:
+    """The course's exercises the checks grade, ``{notebook: [{"number", "id", "points"}]}`` (written by the build tool);
+    ``kind="written"``: its written questions instead, ``[{"number", "id", "title", "points"}]``, graded by hand."""
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `python -m labsupport.course build` in the course repository")
-    return json.loads(path.read_text())
+    return {nb: [e for e in listed if e.get("kind", "code") == kind] for nb, listed in json.loads(path.read_text()).items()}
 
 
 def read_notebook(path: Path):
@@ -115,6 +116,8 @@ def read_notebook(path: Path):
     clean.metadata["submitted"] = {  # only to tell which assignment this is; ids and points come from the course
         "notebook": claimed if isinstance(claimed, str) else None,
         "cell_exercises": [m.get("exercise") for m in on_cells if isinstance(m, dict) and isinstance(m.get("exercise"), str)],
+        # the student's answers to the written questions, by question id (their points come from the course)
+        "written": {m["written"]: c.get("source", "") for m, c in zip(on_cells, nb.cells) if isinstance(m, dict) and isinstance(m.get("written"), str)},
     }
     return clean, None
 
@@ -404,12 +407,26 @@ def score_exercise(e: dict, r: dict, memory_limit: int) -> tuple[float, str]:
     return score, f"Partial credit {score:g} / {e['points']:g}: {parts}. The other {e['points'] - score:g} need the whole check to pass: {message}"
 
 
+def written_answers(nb, questions: list[dict]) -> list[dict]:
+    """The student's answers to ``questions`` (from exercises.json, kind "written"), for the instructor to grade by hand."""
+    given = nb.metadata["submitted"]["written"] if nb is not None else {}
+    rows = []
+    for q in questions:
+        text = given.get(q["id"])
+        answered = text is not None and text.strip() != q["blank"].strip()
+        rows.append({"number": q["number"], "id": q["id"], "title": q["title"], "points": q["points"], "answer": text if answered else "",
+                     "status": "answered" if answered else ("not answered" if text is not None else "answer cell missing")})
+    return rows
+
+
 def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s: Settings,
-                   assignment: str | None = None, executed_dir: Path | None = None) -> dict:
-    """Grade one notebook file; every failure becomes a status and a message in the returned row."""
+                   assignment: str | None = None, executed_dir: Path | None = None, written: dict[str, list[dict]] | None = None) -> dict:
+    """Grade one notebook file; every failure becomes a status and a message in the returned row.
+    ``written`` (default: the course's) are the written questions, collected in ``row["written"]`` and never scored here."""
     start = time.perf_counter()
+    written = load_exercises(kind="written") if written is None else written
     row = {"student": student, "file": str(path), "notebook": None, "status": [], "problems": [], "exercises": [],
-           "cell_errors": [], "truncated_cells": [], "total": 0, "max": 0}
+           "cell_errors": [], "truncated_cells": [], "total": 0, "max": 0, "written": [], "by_hand": 0}
     nb, problem = read_notebook(path)
     if nb is None:
         row["status"].append("invalid")
@@ -480,6 +497,8 @@ def grade_notebook(path: Path, student: str, exercises: dict[str, list[dict]], s
             row["status"].append("memory")
     row["total"] = sum(e["score"] for e in row["exercises"])
     row["max"] = sum(e["points"] for e in listed)
+    row["written"] = written_answers(nb, written.get(graded or "", []))
+    row["by_hand"] = sum(q["points"] for q in row["written"])  # points the instructor still gives, on top of max
     row["status"] = ";".join(dict.fromkeys(row["status"])) or "ok"
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
@@ -493,7 +512,7 @@ def _grade_safely(path: Path, student: str, exercises: dict[str, list[dict]], s:
         import traceback
 
         return {"student": student, "file": str(path), "notebook": assignment, "status": "grader-error", "exercises": [], "cell_errors": [],
-                "truncated_cells": [], "total": 0, "max": 0, "seconds": 0.0,
+                "truncated_cells": [], "total": 0, "max": 0, "written": [], "by_hand": 0, "seconds": 0.0,
                 "problems": [f"the grader failed: {type(err).__name__}: {err}", traceback.format_exc()[-2000:]]}
 
 
@@ -534,10 +553,10 @@ def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]],
     columns = [(nb, e["id"], e["id"] if len(names) == 1 else f"{nb}:{e['id']}") for nb in names for e in exercises[nb]]
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "notebook"] + [c[2] for c in columns] + ["total", "max", "status"])
+        w.writerow(["student", "notebook"] + [c[2] for c in columns] + ["total", "max", "by_hand", "status"])
         for r in rows:
             scores = {(r["notebook"], e["id"]): e["score"] for e in r["exercises"]}
-            w.writerow([r["student"], r["notebook"] or ""] + [scores.get(c[:2], "") for c in columns] + [r["total"], r["max"], r["status"]])
+            w.writerow([r["student"], r["notebook"] or ""] + [scores.get(c[:2], "") for c in columns] + [r["total"], r["max"], r.get("by_hand", 0), r["status"]])
     report = {"settings": asdict(s), "exercises": {nb: exercises[nb] for nb in names}, "submissions": rows,
               # Never copied into feedback/ or a Gradescope result: a pointer for the instructor, not a verdict.
               "instructor_only": {"similarity": similar or [], "note": f"flagged: similarity >= {similarity.FLAG} over at least "
@@ -556,6 +575,24 @@ def write_reports(rows: list[dict], out: Path, exercises: dict[str, list[dict]],
         by_student.setdefault(_safe(r["student"]), []).append(r)
     for student, mine in by_student.items():
         (feedback / f"{student}.md").write_text(_feedback(mine[0]["student"], mine))
+    write_written(rows, out / "written")
+
+
+def write_written(rows: list[dict], folder: Path) -> None:
+    """``folder/<notebook>.md``: every student's answer to each written question, side by side, to grade by hand."""
+    names = list(dict.fromkeys(r["notebook"] for r in rows if r.get("written")))
+    if names:
+        folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        mine = [r for r in rows if r["notebook"] == name and r.get("written")]
+        lines = [f"# {name}: written questions, to grade by hand", "",
+                 "The model answers are in the solution notebook. These points are not in grades.csv's `total`; its `by_hand` column says how many are left to give.", ""]
+        for q in mine[0]["written"]:
+            lines += [f"## Written question {q['number']} ({q['points']:g} points): {q['title']}", ""]
+            for r in mine:
+                a = next(x for x in r["written"] if x["id"] == q["id"])
+                lines += [f"### {r['student']} ({Path(r['file']).name})", "", a["answer"].strip() if a["answer"] else f"*({a['status']})*", ""]
+        (folder / f"{_safe(name)}.md").write_text("\n".join(lines).rstrip() + "\n")
 
 
 def write_gradebook(rows: list[dict], path: Path, exercises: dict[str, list[dict]]) -> None:
@@ -623,6 +660,9 @@ def _feedback(student: str, rows: list[dict]) -> str:
             for e in r["exercises"]:
                 if not e["passed"]:
                     lines += [f"### Exercise {e['number']} (`{e['id']}`)", "", "```text", e["message"].strip(), "```", ""]
+        if r.get("written"):
+            lines += [f"**Written questions** ({r['by_hand']:g} points more, graded by hand by your instructor, not in the total above):", ""]
+            lines += [f"- Written question {q['number']} ({q['points']:g} points), {q['title']}: {q['status']}" for q in r["written"]] + [""]
         if r["cell_errors"]:
             lines += ["### Cells that raised an error", "", "(Cells are counted from 1 at the top of the notebook, text cells included.)", ""]
             for c in r["cell_errors"]:
@@ -673,6 +713,8 @@ def self_check(path: Path, s: Settings) -> tuple[dict, str]:
         lines.append(f"Exercise {e['number']} ({e['id']}): {e['score']:g} / {e['points']:g} points, {verdict}.")
         if not e["passed"]:
             lines += ["  " + line for line in e["message"].strip().splitlines()]
+    for q in row["written"]:
+        lines.append(f"Written question {q['number']} ({q['points']:g} points, graded by hand later): {q['status']}.")
     for p in row["problems"]:
         lines.append(f"Note: {p}")
     for c in row["cell_errors"]:

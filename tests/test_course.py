@@ -55,6 +55,41 @@ def test_build_makes_student_stub(tmp_path, root, monkeypatch):
         client.execute()
 
 
+def test_a_written_question_gets_an_answer_cell_and_the_grader_collects_it(tmp_path, root, monkeypatch):
+    from labsupport import grading
+
+    fx = _fixture_root(tmp_path, root)
+    nb = nbformat.read(fx / "solutions" / "01_demo.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("## Written question 1 (graded by hand, 2 points): why a sum?\nExplain.\n"
+                                                  "<!-- BEGIN SOLUTION -->\nIndependence.\n<!-- END SOLUTION -->"))
+    nb.cells.append(nbformat.v4.new_markdown_cell("## Written question 2 (graded by hand): and?\n<!-- BEGIN SOLUTION -->\nSo.\n<!-- END SOLUTION -->"))
+    nbformat.write(nb, fx / "solutions" / "01_demo.ipynb")
+    monkeypatch.setattr(course, "ROOT", fx)
+    course.build(fx)
+    listed = json.loads((fx / course.EXERCISES).read_text())["01_demo"]
+    written = [e for e in listed if e.get("kind") == "written"]
+    assert [(q["id"], q["points"], q["title"]) for q in written] == [("written_1", 2, "why a sum?"), ("written_2", 1, "and?")]
+    assert [e["id"] for e in grading.load_exercises(fx / course.EXERCISES)["01_demo"]] == ["square", "Net"]  # the checks grade code only
+    student = nbformat.read(fx / "notebooks" / "01_demo.ipynb", as_version=4)
+    q1 = next(i for i, c in enumerate(student.cells) if c.source.startswith("## Written question 1"))
+    assert "Independence" not in json.dumps(student) and student.cells[q1].source.endswith("Explain.")
+    assert student.cells[q1 + 1].metadata["labsupport"] == {"written": "written_1", "points": 2}
+    assert "graded by hand" in student.cells[q1 + 1].source
+    # The grader reads what the student wrote in that cell; an untouched cell is "not answered".
+    student.cells[q1 + 1].source += "\nBecause the log of a product is a sum."
+    nbformat.write(student, tmp_path / "sub.ipynb")
+    sub, _ = grading.read_notebook(tmp_path / "sub.ipynb")
+    got = {q["id"]: q for q in grading.written_answers(sub, written)}
+    assert got["written_1"]["status"] == "answered" and "log of a product" in got["written_1"]["answer"]
+    assert got["written_2"]["status"] == "not answered" and got["written_2"]["answer"] == ""
+    sol, _ = grading.read_notebook(fx / "solutions" / "01_demo.ipynb")
+    assert {q["status"] for q in grading.written_answers(sol, written)} == {"answered"}  # the model answers
+    nb.cells.append(nbformat.v4.new_markdown_cell("## Written question 3 (graded by hand): no answer given"))
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(ValueError, match="model answer"):
+        course.build_pair(tmp_path / "bad.ipynb")
+
+
 def test_check_detects_drift(tmp_path, root, monkeypatch):
     fx = _fixture_root(tmp_path, root)
     monkeypatch.setattr(course, "ROOT", fx)

@@ -98,6 +98,16 @@ def test_course_reports(course_grades):
         assert float(r["total"]) == (float(r["max"]) if r["student"] == "solutions" else 0)
     student = (out / "feedback" / "notebooks.md").read_text()
     assert "not written yet" in student and "NotImplementedError" in student
+    # Written questions: listed for hand grading, never scored by the grader.
+    written = grading.load_exercises(kind="written")
+    assert sum(map(len, written.values())) >= 1
+    for name, questions in written.items():
+        row = rows[f"notebooks/{name}"]
+        assert [q["status"] for q in row["written"]] == ["not answered"] * len(questions), row["written"]
+        assert row["by_hand"] == sum(q["points"] for q in questions) and row["total"] == 0
+        assert next(r for r in table if r["student"] == "notebooks" and r["notebook"] == name)["by_hand"] == f"{row['by_hand']:g}"
+        assert "graded by hand" in student
+        assert "(not answered)" in (out / "written" / f"{name}.md").read_text()
     assert (out / "feedback" / "solutions.md").exists()
 
 
