@@ -1,11 +1,12 @@
 # The two commands of the course (see README.md):
 #   make lab    set up .venv and open the course in JupyterLab
-#   make test   set up .venv, run every test (fast mode) and the fast bench (smoke floors)
+#   make test   set up .venv, run every test (fast mode, the website's fast build included) and the fast bench
+#   make site   the course website in site/_build/html, every notebook executed in normal mode (cached)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup lab test build gpu-check clean
+.PHONY: setup lab test site site-fast build gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,13 @@ lab: setup
 test: setup
 	LABSUPPORT_FAST=1 $(BIN)/python -m pytest tests --nbval-lax solutions --nbval-cell-timeout=900 --durations=0 --durations-min=1.0
 	$(BIN)/python -m bench --mode fast
+
+# Executions are cached in site/_cache/<mode>: a rebuild re-runs only the notebooks whose code changed.
+site: setup
+	$(BIN)/python -m labsupport.website --mode normal
+
+site-fast: setup
+	$(BIN)/python -m labsupport.website --mode fast
 
 # On a machine with a GPU: every notebook (fast mode), the fast bench and every checkpoint on CUDA, CPU-vs-GPU step times.
 gpu-check: setup

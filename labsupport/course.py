@@ -230,8 +230,8 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def run(path: Path, out: Path | None = None, timeout: int = 1800, env: dict[str, str] | None = None) -> dict:
-    """Execute a notebook in a fresh kernel (cwd = its folder); return timings, save PNG outputs to ``out``.
+def execute(path: Path, timeout: int = 1800, env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, str | None]:
+    """Execute a notebook in a fresh kernel (cwd = its folder): ``(notebook with outputs, error or None)``.
 
     ``env``: the kernel's environment (e.g. :func:`labsupport.config.environment`; default: this process's).
     """
@@ -239,12 +239,17 @@ def run(path: Path, out: Path | None = None, timeout: int = 1800, env: dict[str,
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    error = None
     try:
         client.execute(**({"env": env} if env is not None else {}))
-    except Exception as err:  # report and still save what ran
-        error = f"{type(err).__name__}: {str(err)[-2000:]}"
+    except Exception as err:  # report and still keep what ran
+        return nb, f"{type(err).__name__}: {str(err)[-2000:]}"
+    return nb, None
+
+
+def run(path: Path, out: Path | None = None, timeout: int = 1800, env: dict[str, str] | None = None) -> dict:
+    """Execute a notebook (:func:`execute`); return its time, save its PNG outputs and the executed notebook to ``out``."""
+    start = time.perf_counter()
+    nb, error = execute(path, timeout, env)
     seconds = time.perf_counter() - start
     figures = []
     if out is not None:

@@ -20,6 +20,7 @@ the tests.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import statistics
@@ -59,6 +60,15 @@ def _explorer(box: W.Box, view: W.Image, sliders: list[W.Widget]) -> W.Box:
     box.view, box.sliders = view, sliders
     box.add_class("labsupport-explorer")  # CSS classes let a browser test find the explorer and its image
     view.add_class("labsupport-view")
+
+    def bundle(**kwargs):  # a still of the first picture for pages without a kernel (the website, nbconvert)
+        data = type(box)._repr_mimebundle_(box, **kwargs)
+        data = dict(data[0]) if isinstance(data, tuple) else dict(data or {})
+        data["image/png"] = base64.b64encode(view.value).decode()
+        data["text/plain"] = "An interactive explorer: run the notebook in Jupyter or Colab to move its controls."
+        return data
+
+    box._repr_mimebundle_ = bundle
     return box
 
 

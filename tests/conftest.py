@@ -27,6 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 COURSE = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
 END_TO_END = ["00_start_here"]  # solutions graded by the whole grader; the others reuse nbval's run
 NBVAL_EXPORTS = Path(tempfile.mkdtemp(prefix="labsupport-nbval-exports-"))  # {notebook}/{exercise}.pkl
+_RUNS: dict[str, list] = {}  # notebook -> [nbval's notebook (its outputs put in place), cells passed, a cell failed]
+
+
+def executed_solutions() -> dict:
+    """Solution notebooks that nbval ran in this session, every code cell passed, with their outputs (for the website)."""
+    return {name: nb for name, (nb, passed, failed) in _RUNS.items()
+            if not failed and passed == sum(c.cell_type == "code" for c in nb.cells)}
 
 
 class _NbvalExports:
@@ -41,11 +48,18 @@ class _NbvalExports:
     def pytest_runtest_call(item):
         """After an nbval cell that defines an exercise, save the exercise's function from nbval's kernel (as the grader does)."""
         outcome = yield
-        if type(item).__name__ != "IPyNbCell" or outcome.excinfo is not None:
+        if type(item).__name__ != "IPyNbCell":
             return
+        notebook = Path(str(item.parent.fspath)).stem
+        # Keep what nbval's run printed and drew, for the website (test_website), so no notebook runs twice.
+        item.cell.outputs = item.test_outputs or []
+        run = _RUNS.setdefault(notebook, [item.parent.nb, 0, False])
+        if outcome.excinfo is not None:
+            run[2] = True
+            return
+        run[1] += 1
         from labsupport import grading
 
-        notebook = Path(str(item.parent.fspath)).stem
         names = grading.exports_after(item.cell.source, [e["id"] for e in grading.load_exercises().get(notebook, [])])
         if names:
             folder = NBVAL_EXPORTS / notebook

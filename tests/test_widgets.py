@@ -4,6 +4,7 @@ Untrained models of the shapes the course ships are enough here: the tests check
 (slider -> model -> PNG), not what the digits look like (the browser test and notebook 07 do that).
 """
 
+import base64
 import io
 
 import numpy as np
@@ -252,3 +253,11 @@ def test_denoising_explorer_moves_along_the_chain_and_refuses_bad_frames():
     assert box.view.value != first
     with pytest.raises(ValueError, match="diffusion.sample"):
         widgets.denoising_explorer({5: torch.zeros(28, 28)})
+
+
+def test_an_explorer_shows_a_still_of_its_picture_where_there_is_no_kernel(explorer):
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(explorer)
+    assert "application/vnd.jupyter.widget-view+json" in data  # Jupyter still gets the live widget
+    assert base64.b64decode(data["image/png"]) == explorer.view.value and "run the notebook" in data["text/plain"]
