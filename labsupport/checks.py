@@ -718,7 +718,7 @@ def check_vae_loss(fn: Callable) -> None:
     batch mean of (Bernoulli NLL summed over pixels + beta * KL), in nats per image: negative_elbo's convention."""
     torch.manual_seed(0)
     model = _LossVAE()
-    b = 1024  # enough codes to measure the spread of z - mu per dimension within a few percent
+    b = 512  # enough codes to measure the spread of z - mu per dimension within about 3%
     x = torch.bernoulli(torch.full((b, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(1))
     x_before = x.clone()
     loss, z = _vae_loss_call(fn, model, x, None)
@@ -743,15 +743,15 @@ def check_vae_loss(fn: Callable) -> None:
               (logvar.abs(), "logvar itself is used as the standard deviation; sigma = exp(logvar / 2). "
                "Sample with your reparameterize(mu, logvar)")]
     spread = [(noise / s).std(0) for s, _ in scales]
-    matched = [text for (s, text), sd in zip(scales, spread) if bool(((sd - 1).abs() < 0.1).all())]
+    matched = [text for (s, text), sd in zip(scales, spread) if bool(((sd - 1).abs() < 0.12).all())]
     if not matched:
         raise CheckFailed(f"The spread of (z - mu) / exp(logvar / 2) per latent dimension is {[round(v, 2) for v in spread[0].tolist()]}, "
                           "expected 1 everywhere: z should be a draw from N(mu, exp(logvar)). Sample with your reparameterize(mu, logvar).")
     if matched[0] is not None:
         raise CheckFailed(f"The decoded code has the wrong spread: {matched[0]}.")
     stage("sample")
-    logits = model.logits(z).detach().double()
-    rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x.double(), reduction="none").flatten(1).sum(1)
+    with torch.no_grad():
+        rec = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(z), x, reduction="none").flatten(1).sum(1).double()
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
     got = loss.detach().double()
 
@@ -820,8 +820,8 @@ def check_vae_loss(fn: Callable) -> None:
     stage("gradients")
     for beta in (3.0, 0.25):
         loss_b, z_b = _vae_loss_call(fn, model, x, beta)
-        rec_b = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(z_b).detach().double(), x.double(),
-                                                                     reduction="none").flatten(1).sum(1)
+        with torch.no_grad():
+            rec_b = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(z_b), x, reduction="none").flatten(1).sum(1).double()
         judge(loss_b.detach().double(), beta, rec_b, kl)
     if torch.equal(z_b, z):
         raise CheckFailed("Two calls decoded exactly the same z: draw fresh noise every call (no fixed seed inside).")

@@ -10,6 +10,12 @@ from labsupport import checks, models, train
 from labsupport.checks import CheckFailed
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second thread only adds contention on a busy machine (conftest restores the count)."""
+    torch.set_num_threads(1)
+
+
 def reparameterize(mu, logvar):
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
