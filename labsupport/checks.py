@@ -647,6 +647,187 @@ def check_negative_elbo(fn: Callable) -> None:
             raise CheckFailed(f"No gradient reaches {n}: is part of the loss detached?")
     passed("negative_elbo", f"{got.item():.2f} nats on a test batch")
 
+
+class _LossVAE(torch.nn.Module):
+    """A linear VAE whose ``decode`` records every code it is given, so a check can see what was decoded.
+
+    ``logvar`` sits near a different value in each dimension (-2, -1, 0.8, 1.6), where the standard
+    deviation, the variance, ``|logvar|`` and 1 all differ, so the spread of ``z - mu`` tells them apart.
+    Plain torch only: the grader flags calls of the course's reference answers while the student's code runs.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.latent_dim = 4
+        self.w_mu = torch.nn.Parameter(0.06 * torch.randn(784, 4, generator=g))
+        self.w_lv = torch.nn.Parameter(0.004 * torch.randn(784, 4, generator=g))
+        self.b_lv = torch.nn.Parameter(torch.tensor([-2.0, -1.0, 0.8, 1.6]))
+        self.w_dec = torch.nn.Parameter(0.4 * torch.randn(4, 784, generator=g))
+        self.b_dec = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
+        self.codes: list[torch.Tensor] = []
+        self.forward_calls = 0
+
+    def encoder_params(self) -> list[torch.nn.Parameter]:
+        return [self.w_mu, self.w_lv, self.b_lv]
+
+    def decoder_params(self) -> list[torch.nn.Parameter]:
+        return [self.w_dec, self.b_dec]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        mu = flat @ self.w_mu - 0.3 * self.w_mu.sum(0)  # roughly centred on 0 for pixels on with probability 0.3
+        return mu, flat @ self.w_lv + self.b_lv
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.w_dec + self.b_dec).view(-1, 1, 28, 28)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.codes.append(z.detach().clone())
+        return self.logits(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.forward_calls += 1
+        mu, logvar = self.encode(x)
+        return self.decode(mu + (0.5 * logvar).exp() * torch.randn_like(mu)), mu, logvar
+
+
+def _vae_loss_call(fn: Callable, model: _LossVAE, x: torch.Tensor, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the student's loss once; return the loss and the one code it decoded, after the checks on the call itself."""
+    model.codes.clear()
+    shown = "vae_loss(model, x)" if beta is None else f"vae_loss(model, x, beta={beta:g})"
+    out = call(fn, model, x) if beta is None else call(fn, model, x, beta=beta)
+    if isinstance(out, tuple):
+        raise CheckFailed(f"{shown} returned a tuple {_describe(out)}: return the loss alone, one scalar tensor.")
+    loss = expect_tensor(out, (), shown)
+    if model.forward_calls:
+        raise CheckFailed("You called model(x): its forward pass samples z with the course's own reparameterization, not yours. "
+                          "Write the pass yourself: model.encode(x), your reparameterize, model.decode(z).")
+    if not model.codes:
+        raise CheckFailed("model.decode was never called: the reconstruction term needs the decoder's logits for a code z.")
+    if len(model.codes) > 1:
+        raise CheckFailed(f"model.decode ran {len(model.codes)} times for one batch: decode one sampled code per image, once.")
+    z = model.codes[0]
+    if tuple(z.shape) != (x.shape[0], model.latent_dim):
+        raise CheckFailed(f"The code given to model.decode has shape {tuple(z.shape)}, expected (B, D) = {(x.shape[0], model.latent_dim)}.")
+    return loss, z
+
+
+def check_vae_loss(fn: Callable) -> None:
+    """``vae_loss(model, x, beta=1.0) -> scalar``: encode, sample z with the reparameterization, decode, and return the
+    batch mean of (Bernoulli NLL summed over pixels + beta * KL), in nats per image: negative_elbo's convention."""
+    torch.manual_seed(0)
+    model = _LossVAE()
+    b = 512  # enough codes to measure the spread of z - mu per dimension within about 3%
+    x = torch.bernoulli(torch.full((b, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(1))
+    x_before = x.clone()
+    loss, z = _vae_loss_call(fn, model, x, None)
+    if not torch.equal(x, x_before):
+        raise CheckFailed("vae_loss changed x in place: leave the batch as it is.")
+    stage("call")
+    with torch.no_grad():
+        mu, logvar = (t.double() for t in model.encode(x))
+    zd = z.double()
+    noise = zd - mu
+    if noise.abs().max() < 1e-6:
+        raise CheckFailed("The decoder got mu itself: no noise, so this is an autoencoder's loss plus a KL. Decode a sample "
+                          "z ~ q(z|x) drawn with your reparameterize(mu, logvar).")
+    if torch.corrcoef(torch.stack([zd.flatten(), mu.flatten()]))[0, 1] < 0.2:
+        raise CheckFailed("The decoded code z ignores mu: it looks drawn from the prior N(0, I), not from q(z|x) = N(mu, sigma^2). "
+                          "Use your reparameterize(mu, logvar).")
+    scales = [((0.5 * logvar).exp(), None),
+              (torch.ones_like(logvar), "z - mu has spread 1 in every dimension: the noise is not scaled by the standard deviation "
+               "(torch.randn without sigma). Sample with your reparameterize(mu, logvar), z = mu + exp(logvar / 2) * eps"),
+              (logvar.exp(), "the variance exp(logvar) is used as the standard deviation; sigma = exp(logvar / 2). "
+               "Sample with your reparameterize(mu, logvar)"),
+              (logvar.abs(), "logvar itself is used as the standard deviation; sigma = exp(logvar / 2). "
+               "Sample with your reparameterize(mu, logvar)")]
+    spread = [(noise / s).std(0) for s, _ in scales]
+    matched = [text for (s, text), sd in zip(scales, spread) if bool(((sd - 1).abs() < 0.12).all())]
+    if not matched:
+        raise CheckFailed(f"The spread of (z - mu) / exp(logvar / 2) per latent dimension is {[round(v, 2) for v in spread[0].tolist()]}, "
+                          "expected 1 everywhere: z should be a draw from N(mu, exp(logvar)). Sample with your reparameterize(mu, logvar).")
+    if matched[0] is not None:
+        raise CheckFailed(f"The decoded code has the wrong spread: {matched[0]}.")
+    stage("sample")
+    with torch.no_grad():
+        rec = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(z), x, reduction="none").flatten(1).sum(1).double()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    got = loss.detach().double()
+
+    def judge(got: torch.Tensor, beta: float, rec: torch.Tensor, kl: torch.Tensor) -> None:
+        want = (rec + beta * kl).mean()
+        if close(got, want, rtol=1e-4, atol=1e-3):
+            return
+        mistakes = [
+            (rec.mean(), "the KL term is missing: add KL(q(z|x) || N(0, I)), e.g. with your kl_divergence or negative_elbo"),
+            ((rec - beta * kl).mean(), "the KL has the wrong sign: the negative ELBO ADDS the KL to the reconstruction NLL"),
+            (kl.mean() * beta, "the reconstruction term is missing: add the Bernoulli NLL of x under the decoder's logits"),
+            (-want, "the sign is flipped: return the NEGATIVE ELBO, which training minimises"),
+            ((rec + beta * kl).sum(), "you summed over the batch; negative_elbo averages over it, so take the mean over the batch"),
+            (rec.sum() + beta * kl.mean(), "the reconstruction term is summed over the batch and the KL averaged: average both over "
+             "the batch, as negative_elbo does"),
+            (rec.mean() + beta * kl.sum(), "the KL is summed over the batch and the reconstruction averaged: average both over "
+             "the batch, as negative_elbo does"),
+            ((rec / 784 + beta * kl).mean(), "the reconstruction term is a per-pixel mean; sum it over the 784 pixels, as negative_elbo does"),
+        ]
+        if beta != 1.0:
+            mistakes += [((rec + kl).mean(), f"beta is ignored: with beta = {beta:g} the KL term is multiplied by beta"),
+                         ((beta * rec + kl).mean(), "beta multiplies the reconstruction term; it weights the KL"),
+                         (beta * (rec + kl).mean(), "beta multiplies the whole loss; it weights the KL term only")]
+        for value, text in mistakes:
+            if close(got, value, rtol=1e-4, atol=1e-3):
+                raise CheckFailed(f"vae_loss is off: {text}.")
+        raise CheckFailed(f"vae_loss(model, x{'' if beta == 1.0 else f', beta={beta:g}'}) gives {got.item():.3f}, expected {want.item():.3f} "
+                          f"(reconstruction {rec.mean().item():.2f} + {beta:g} * KL {kl.mean().item():.2f}, batch means, for the z you "
+                          f"decoded).{ratio_hint(got, want)}")
+
+    judge(got, 1.0, rec, kl)
+    stage("value")
+    if not loss.requires_grad:
+        raise CheckFailed("The loss does not track gradients (.item(), numpy, torch.no_grad or .detach() inside?): training needs them.")
+    for p in model.parameters():
+        p.grad = None
+    loss.backward()
+    enc, dec = model.encoder_params(), model.decoder_params()
+    got_enc, got_dec = (_flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]) for ps in (enc, dec))
+
+    def reference(detach_z: bool = False, detach_kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        m, lv = model.encode(x)
+        eps = ((z - m) / (0.5 * lv).exp()).detach()
+        code = m + (0.5 * lv).exp() * eps
+        code = code.detach() if detach_z else code
+        km, klv = (m.detach(), lv.detach()) if detach_kl else (m, lv)
+        r = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(code), x, reduction="none").flatten(1).sum(1)
+        total = (r + 0.5 * (km.pow(2) + klv.exp() - 1 - klv).sum(1)).mean()
+        grads = torch.autograd.grad(total, enc + dec, allow_unused=True)
+        return _flat([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, enc + dec)]).split([got_enc.numel(), got_dec.numel()])
+
+    want_enc, want_dec = reference()
+    scale = float(want_enc.abs().max())
+    if got_enc.abs().max() < 1e-8 * max(scale, 1.0):
+        raise CheckFailed("No gradient reaches the encoder: mu and logvar were detached (or computed under torch.no_grad). "
+                          "The loss must train the encoder through both the sampled z and the KL.")
+    if not close(got_dec, want_dec, rtol=1e-3, atol=1e-4 * float(want_dec.abs().max())):
+        raise CheckFailed("The loss value is right but the decoder's gradients are not: is the reconstruction term detached?")
+    if not close(got_enc, want_enc, rtol=1e-3, atol=1e-4 * scale):
+        if close(got_enc, reference(detach_z=True)[0], rtol=1e-3, atol=1e-4 * scale):
+            raise CheckFailed("The reconstruction's gradient does not reach the encoder: the sample z is detached from mu and logvar "
+                              "(drawn with .sample(), torch.normal, under torch.no_grad or .detach()). Use your reparameterize.")
+        if close(got_enc, reference(detach_kl=True)[0], rtol=1e-3, atol=1e-4 * scale):
+            raise CheckFailed("The KL's gradient does not reach the encoder: mu and logvar were detached before the KL term.")
+        raise CheckFailed("The loss value is right but the encoder's gradients are not: is part of mu or logvar detached?")
+    stage("gradients")
+    for beta in (3.0, 0.25):
+        loss_b, z_b = _vae_loss_call(fn, model, x, beta)
+        with torch.no_grad():
+            rec_b = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(z_b), x, reduction="none").flatten(1).sum(1).double()
+        judge(loss_b.detach().double(), beta, rec_b, kl)
+    if torch.equal(z_b, z):
+        raise CheckFailed("Two calls decoded exactly the same z: draw fresh noise every call (no fixed seed inside).")
+    passed("vae_loss", f"{got.item():.1f} nats on a test batch; sample, both terms, beta and gradients as negative_elbo's convention")
+
+
 # --- Notebook 04: generative adversarial networks -----------------------------------------------
 
 
