@@ -21,3 +21,5 @@ html_theme_options = {"show_toc_level": 2, "use_download_button": False}
 html_show_sourcelink = False
 html_context = {"default_mode": "light"}  # else the theme logs "invalid theme mode" to the console on a first visit
 suppress_warnings = ["myst.header", "mystnb.unknown_mime_type"]
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # else browsers ask for /favicon.ico and log a 404
