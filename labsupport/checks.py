@@ -1655,34 +1655,87 @@ def check_anomaly_score(fn: Callable) -> None:
 # --- Notebook 07: latent space explorer ---------------------------------------------------------
 
 
-def check_interpolate_codes(fn: Callable) -> None:
-    """``interpolate_codes(z_a: (D,), z_b: (D,), steps) -> (steps, D)``: evenly spaced, from z_a to z_b."""
+def _slerp_reference(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, omega: torch.Tensor | None = None) -> torch.Tensor:
+    """The textbook slerp in float64 (the straight line where the angle vanishes); ``omega`` overrides the angle."""
+    z0, z1, t = z0.double(), z1.double(), t.double()[:, None]
+    if omega is None:
+        omega = torch.acos(((z0 / z0.norm()) * (z1 / z1.norm())).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def check_slerp(fn: Callable) -> None:
+    """``slerp(z0: (D,), z1: (D,), t: (T,)) -> (T, D)``: spherical interpolation, row k at t[k]."""
     g = torch.Generator().manual_seed(7)
-    z_a, z_b = torch.randn(3, generator=g), torch.randn(3, generator=g)
-    a0, b0 = z_a.clone(), z_b.clone()
-    out = call(fn, z_a, z_b, 5)
-    if not (torch.equal(z_a, a0) and torch.equal(z_b, b0)):
-        raise CheckFailed("interpolate_codes changed z_a or z_b in place. Build new tensors instead.")
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 5):
-        raise CheckFailed("Got shape (D, steps) = (3, 5): one row per step is wanted, (steps, D). Put the step axis first (t[:, None]).")
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (6, 3):
-        raise CheckFailed("Got 6 rows for steps=5: `steps` is the number of points (both ends included), not the number of gaps.")
-    out = expect_tensor(out, (5, 3), "interpolate_codes(z_a, z_b, steps=5)")
-    t = torch.linspace(0, 1, 5)[:, None]
-    want = (1 - t) * z_a + t * z_b
-    if close(out, want.flip(0), atol=1e-5):
-        raise CheckFailed("Your rows run from z_b to z_a: row 0 should be z_a (t = 0) and the last row z_b (t = 1).")
-    if not close(out[0], z_a, atol=1e-5):
-        raise CheckFailed("The first row should be exactly z_a (t = 0).")
-    if not close(out[-1], z_b, atol=1e-5):
-        raise CheckFailed("The last row should be exactly z_b (t = 1). torch.linspace(0, 1, steps) includes both ends; torch.arange does not.")
-    if not close(out, want, atol=1e-5):
-        raise CheckFailed("The ends are right but the points in between are not evenly spaced on the straight line "
-                          "z = (1 - t) z_a + t z_b with t = 0, 1/(steps-1), ..., 1.")
-    two = expect_tensor(call(fn, z_a[:2], z_b[:2], 2), (2, 2), "interpolate_codes(z_a, z_b, steps=2) with D = 2")
-    if not close(two, torch.stack([z_a[:2], z_b[:2]]), atol=1e-5):
-        raise CheckFailed("With steps=2 the result should be just [z_a, z_b]. Do not hard-code D = 3 or steps = 5.")
-    passed("interpolate_codes")
+    D = 6
+    z0, z1 = torch.randn(D, generator=g) * 0.3, torch.randn(D, generator=g) * 0.3  # short codes: z0 . z1 alone is a valid cosine too
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    a0, b0, t0 = z0.clone(), z1.clone(), t.clone()
+    try:
+        out = call(fn, z0, z1, t)
+    except CheckFailed as err:
+        if "must match the size" in str(err):
+            raise CheckFailed(f"t (shape {tuple(t.shape)}) did not broadcast against the codes (shape {tuple(z0.shape)}): you want one code "
+                              "per value of t, so make t a column, t[:, None], before multiplying.") from None
+        raise
+    if not (torch.equal(z0, a0) and torch.equal(z1, b0) and torch.equal(t, t0)):
+        raise CheckFailed("slerp changed z0, z1 or t in place (e.g. z0 /= z0.norm()): normalise into new tensors, the caller still needs its codes.")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (D, len(t)):
+        raise CheckFailed(f"Got shape (D, T) = {(D, len(t))}: one row per value of t is wanted, (T, D). Make t a column, t[:, None].")
+    out = expect_tensor(out, (len(t), D), f"slerp(z0, z1, t) with D = {D} and {len(t)} values of t")
+    # long codes, like samples of N(0, I) in many dimensions: an unnormalised cosine is far outside [-1, 1]
+    y0, y1 = z0 * 15, torch.randn(D, generator=g) * 2.0
+    big = call(fn, y0, y1, t)
+    if isinstance(big, torch.Tensor) and big.is_floating_point() and big.shape == out.shape and not torch.isfinite(big).all():
+        raise CheckFailed(f"NaN or inf for codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}: compute the cosine from the "
+                          "*normalised* codes, (z0 / |z0|) . (z1 / |z1|), or acos gets a number outside [-1, 1].")
+    want = _slerp_reference(z0, z1, t)
+    omega = torch.acos(((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1)).double()
+    tc = t[:, None]
+    if close(out, (1 - tc) * z0 + tc * z1, atol=1e-4):
+        raise CheckFailed("This is the straight line (1 - t) z0 + t z1, not the spherical path: weight z0 by sin((1 - t) omega) / sin(omega) "
+                          "and z1 by sin(t omega) / sin(omega), omega the angle between them.")
+    if close(out, want.flip(0), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("Your path runs from z1 to z0: at t = 0 it should be z0, at t = 1 z1 (the weight of z0 is sin((1 - t) omega)).")
+    if close(out, want * torch.sin(omega), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("At t = 0 you get sin(omega) z0, not z0: divide both weights by sin(omega).")
+    if close(out, _slerp_reference(z0 / z0.norm(), z1 / z1.norm(), t), rtol=1e-3, atol=1e-4):
+        raise CheckFailed(f"Every point has norm 1, but z0 has norm {z0.norm().item():.2f}: normalise only to compute the angle, "
+                          "then combine the original z0 and z1.")
+    if close(out, _slerp_reference(z0, z1, t, omega=torch.acos((z0 @ z1).clamp(-1, 1))), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The angle is acos(z0 . z1), which is only the angle between unit vectors: use the cosine of the normalised "
+                          "codes, (z0 / |z0|) . (z1 / |z1|).")
+    if not close(out[0], z0, rtol=1e-3, atol=1e-4) or not close(out[-1], z1, rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The ends are wrong: slerp(z0, z1, t) must give exactly z0 at t = 0 and z1 at t = 1.")
+    if not close(out, want, rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The ends are right but the points in between are not on the spherical path "
+                          "(sin((1 - t) omega) z0 + sin(t omega) z1) / sin(omega), omega the angle between z0 and z1.")
+    big = expect_tensor(big, (len(t), D), f"slerp(z0, z1, t) with codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}")
+    if not close(big, _slerp_reference(y0, y1, t), rtol=1e-3, atol=1e-3):
+        raise CheckFailed(f"Right for short codes, wrong for codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}: "
+                          "the angle must come from the normalised codes, (z0 / |z0|) . (z1 / |z1|), whatever their length.")
+    # as many values of t as coordinates: a t that is not a column pairs t[k] with coordinate k, without an error
+    t6 = torch.linspace(0, 1, D)
+    six = call(fn, z0, z1, t6)
+    if isinstance(six, torch.Tensor) and six.dim() == 2 and six.shape[0] != D:
+        raise CheckFailed(f"Asked for {D} values of t, got {six.shape[0]} rows: do not hard-code the number of steps; one row per t.")
+    if isinstance(six, torch.Tensor) and tuple(six.shape) == (D,):
+        raise CheckFailed(f"With {D} values of t and D = {D} you returned shape ({D},): t[k] was paired with coordinate k instead of "
+                          "giving one code per t. Broadcast t as a column, t[:, None], to get (T, D).")
+    six = expect_tensor(six, (D, D), f"slerp(z0, z1, t) with {D} values of t and D = {D}")
+    if not close(six, _slerp_reference(z0, z1, t6), rtol=1e-3, atol=1e-4):
+        raise CheckFailed(f"Right for 5 values of t, wrong for {D}: do not hard-code the number of steps.")
+    # two (nearly) equal codes: omega = 0, so sin(omega) = 0
+    for name, near in (("z1 = z0", z0.clone()), ("z1 = z0 + 1e-5 noise", z0 + 1e-5 * torch.randn(D, generator=g))):
+        same = call(fn, z0, near, t)
+        if isinstance(same, torch.Tensor) and same.is_floating_point() and same.shape == out.shape and not torch.isfinite(same).all():
+            raise CheckFailed(f"NaN or inf when {name}: the angle is (nearly) 0, so you divide by sin(omega) = 0, and rounding can put the "
+                              "cosine just above 1. Clamp the cosine to [-1, 1] and use the straight line when sin(omega) is tiny.")
+        same = expect_tensor(same, (len(t), D), f"slerp(z0, z1, t) with {name}")
+        if not close(same, _slerp_reference(z0, near, t), rtol=1e-3, atol=1e-4):
+            raise CheckFailed(f"Wrong path when {name}: the path should stay at z0 (arc and straight line agree there).")
+    passed("slerp", "the arc, its ends, long codes, a batch of t, equal codes")
 
 
 # --- Notebook 08: diffusion models ----------------------------------------------------------------
