@@ -1587,69 +1587,65 @@ def check_gradient_energy(fn: Callable) -> None:
                       f"you gave {out[1].item():.4g}, {out[2].item():.4g} and {out[3].item():.4g}.{ratio_hint(out, want)}")
 
 
-class _CheckVAE(torch.nn.Module):
-    """A tiny linear VAE with almost no posterior noise, so a sampled z and the mean give the same score."""
-
-    def __init__(self, latent_dim: int = 4, logvar: float = -12.0):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.latent_dim = latent_dim
-        self.enc = torch.nn.Parameter(0.02 * torch.randn(784, latent_dim, generator=g))
-        self.dec = torch.nn.Parameter(0.5 * torch.randn(latent_dim, 784, generator=g))
-        self.bias = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
-        self.logvar = logvar
-
-    def encode(self, x):
-        mu = x.flatten(1) @ self.enc
-        return mu, torch.full_like(mu, self.logvar) + 0.1 * mu  # logvar varies a little with x
-
-    def decode(self, z):
-        return (z @ self.dec + self.bias).view(-1, 1, 28, 28)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(losses.reparameterize(mu, logvar)), mu, logvar
+def _auroc_reference(scores: torch.Tensor, is_new: torch.Tensor) -> float:
+    """P(score of a new example > score of a normal one), ties counted half: the area under the ROC curve."""
+    s_new, s_old = scores[is_new].double(), scores[~is_new].double()
+    diff = s_new[:, None] - s_old[None, :]
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
 
 
-def check_anomaly_score(fn: Callable) -> None:
-    """``anomaly_score(vae, x: (B, 1, 28, 28) in {0, 1}) -> (B,)``: the negative ELBO of each image in nats."""
-    import torch.nn.functional as F
-
-    vae = _CheckVAE()
-    g = torch.Generator().manual_seed(2)
-    x = (torch.rand(6, 1, 28, 28, generator=g) < 0.3).float()
-    torch.manual_seed(0)
-    out = call(fn, vae, x)
-    expect_tensor(out, (6,), "anomaly_score(vae, x) for 6 images")
-    if out.requires_grad:
-        out = out.detach()
-    with torch.no_grad():
-        mu, logvar = vae.encode(x)
-        logits = vae.decode(mu)
-        rec = losses.bernoulli_nll(x, logits)
-        kl = losses.kl_normal(mu, logvar)
-    want = rec + kl
-    if close(out, want, rtol=1e-3, atol=1e-2):
-        passed("anomaly_score", f"scores {out.min().item():.1f} to {out.max().item():.1f} nats on random test images")
-        return
-    rec_mean = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).mean(1)
-    mse = (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
-    for wrong, msg in [
-        (-want, "You returned the ELBO itself: the score is the *negative* ELBO (high = unusual)."),
-        (rec, "Only the reconstruction term is there: add the KL divergence KL(q(z|x) || N(0, I))."),
-        (kl, "Only the KL term is there: add the reconstruction term -log p(x|z), a Bernoulli log-likelihood summed over pixels."),
-        (rec - kl, "The KL term has the wrong sign: the negative ELBO is reconstruction NLL *plus* KL."),
-        (rec + 2 * kl, "The KL term is twice too big: KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)."),
-        (rec_mean + kl, "The reconstruction term is averaged over pixels: sum it over the 784 pixels (nats per image)."),
-        (mse + kl, "The reconstruction term is a squared error: for binary pixels use the Bernoulli NLL, "
-                   "F.binary_cross_entropy_with_logits(logits, x, reduction='none') summed over pixels."),
-    ]:
-        if close(out, wrong, rtol=1e-3, atol=1e-2):
-            raise CheckFailed(msg)
-    if close(out.mean(), want.mean(), rtol=1e-3, atol=1e-2):
-        raise CheckFailed("The mean is right but the per-image values are not: did you mix images up (e.g. a mean over the batch somewhere)?")
-    raise CheckFailed(f"Expected negative ELBOs {[round(v, 1) for v in want.tolist()]}, got {[round(v, 1) for v in out.tolist()]}. "
-                      f"decode(z) returns logits (do not apply sigmoid before binary_cross_entropy_with_logits); logvar is log sigma^2.{ratio_hint(out, want)}")
+def check_auroc(fn: Callable) -> None:
+    """``auroc(scores: (N,), is_new: (N,) bool) -> float``: the chance that a new example outscores a normal one, ties half."""
+    # 4 new and 6 normal examples, with ties inside each group and across them; no two formulas below agree here
+    scores = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0, 0.5, 2.0, 4.0, 1.0, 3.0])
+    is_new = torch.tensor([True, False, False, True, True, False, False, True, False, False])
+    s0, m0 = scores.clone(), is_new.clone()
+    out = call(fn, scores, is_new)
+    if not (torch.equal(scores, s0) and torch.equal(is_new, m0)):
+        raise CheckFailed("auroc changed scores or is_new in place (e.g. a sort_ or a masked assignment): work on copies.")
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        raise CheckFailed(f"auroc should return a single number, got a tensor of shape {tuple(out.shape)}: average over all (new, normal) pairs.")
+    if not isinstance(out, (float, int, torch.Tensor)):
+        raise CheckFailed(f"auroc should return a number (a float), got {_describe(out)}.")
+    got = float(out)
+    want = _auroc_reference(scores, is_new)
+    n_new, n_old = int(is_new.sum()), int((~is_new).sum())
+    s_new, s_old = scores[is_new], scores[~is_new]
+    diff = s_new[:, None] - s_old[None, :]
+    wins, ties = (diff > 0).sum().item(), (diff == 0).sum().item()
+    if abs(got - want) < 1e-6:
+        pass
+    elif abs(got - (1 - want)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f} = 1 - AUROC: the direction is reversed. A high score means 'new', so count the pairs where the new "
+                          "example's score is *above* the normal one's.")
+    elif abs(got - wins / (n_new * n_old)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f}: ties are counted as losses. A pair with equal scores is a coin flip for the detector: count it as 1/2.")
+    elif abs(got - (wins + ties) / (n_new * n_old)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f}: ties are counted as wins (>=). A pair with equal scores is a coin flip: count it as 1/2.")
+    elif any(abs(got - (wins + 0.5 * ties) / d) < 1e-6 for d in (len(scores) ** 2, n_new * len(scores), n_old * len(scores), len(scores))):
+        raise CheckFailed(f"Got {got:.3f}: the right count of wins, divided by the wrong number. There are n_new x n_normal = "
+                          f"{n_new} x {n_old} (new, normal) pairs; pairs within one group do not count.")
+    elif abs(got - (s_new.mean() - s_old.mean()).item()) < 1e-6 or abs(got - torch.sigmoid(diff).mean().item()) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f} from the size of the score differences: the AUROC only asks *which* score is higher in each "
+                          "(new, normal) pair, so it does not change when the scores are rescaled.")
+    else:
+        raise CheckFailed(f"Expected an AUROC of {want:.4f} for scores {scores.tolist()} with is_new {is_new.int().tolist()}, got {got:.4f}. "
+                          "Compare every new example with every normal one.")
+    # a monotone change of the scores must not change a rank statistic; and it must follow the mask, not the order
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(400, generator=g)
+    mask = torch.rand(400, generator=g) < 0.2
+    big[mask] += 1.0
+    base = float(call(fn, big, mask))
+    for name, s in (("3 * scores + 100", 3 * big + 100), ("exp(scores)", big.exp())):
+        other = float(call(fn, s, mask))
+        if abs(other - base) > 1e-6:
+            raise CheckFailed(f"The AUROC changed from {base:.4f} to {other:.4f} when the scores became {name}: it depends only on which "
+                              "score is higher in each pair, never on the size of the difference (no tolerance for 'equal' either).")
+    if abs(base - _auroc_reference(big, mask)) > 1e-6:
+        raise CheckFailed(f"Right on 10 examples, wrong on 400 ({base:.4f} instead of {_auroc_reference(big, mask):.4f}): "
+                          "do not assume the new examples come first, or a particular count.")
+    passed("auroc", f"{want:.3f} on a small case with ties, invariant to rescaling the scores")
 
 
 # --- Notebook 07: latent space explorer ---------------------------------------------------------
