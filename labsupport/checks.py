@@ -1768,102 +1768,151 @@ def check_gradient_energy(fn: Callable) -> None:
                       f"you gave {out[1].item():.4g}, {out[2].item():.4g} and {out[3].item():.4g}.{ratio_hint(out, want)}")
 
 
-class _CheckVAE(torch.nn.Module):
-    """A tiny linear VAE with almost no posterior noise, so a sampled z and the mean give the same score."""
-
-    def __init__(self, latent_dim: int = 4, logvar: float = -12.0):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.latent_dim = latent_dim
-        self.enc = torch.nn.Parameter(0.02 * torch.randn(784, latent_dim, generator=g))
-        self.dec = torch.nn.Parameter(0.5 * torch.randn(latent_dim, 784, generator=g))
-        self.bias = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
-        self.logvar = logvar
-
-    def encode(self, x):
-        mu = x.flatten(1) @ self.enc
-        return mu, torch.full_like(mu, self.logvar) + 0.1 * mu  # logvar varies a little with x
-
-    def decode(self, z):
-        return (z @ self.dec + self.bias).view(-1, 1, 28, 28)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(losses.reparameterize(mu, logvar)), mu, logvar
+def _auroc_reference(scores: torch.Tensor, is_new: torch.Tensor) -> float:
+    """P(score of a new example > score of a normal one), ties counted half: the area under the ROC curve."""
+    s_new, s_old = scores[is_new].double(), scores[~is_new].double()
+    diff = s_new[:, None] - s_old[None, :]
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
 
 
-def check_anomaly_score(fn: Callable) -> None:
-    """``anomaly_score(vae, x: (B, 1, 28, 28) in {0, 1}) -> (B,)``: the negative ELBO of each image in nats."""
-    import torch.nn.functional as F
-
-    vae = _CheckVAE()
-    g = torch.Generator().manual_seed(2)
-    x = (torch.rand(6, 1, 28, 28, generator=g) < 0.3).float()
-    torch.manual_seed(0)
-    out = call(fn, vae, x)
-    expect_tensor(out, (6,), "anomaly_score(vae, x) for 6 images")
-    if out.requires_grad:
-        out = out.detach()
-    with torch.no_grad():
-        mu, logvar = vae.encode(x)
-        logits = vae.decode(mu)
-        rec = losses.bernoulli_nll(x, logits)
-        kl = losses.kl_normal(mu, logvar)
-    want = rec + kl
-    if close(out, want, rtol=1e-3, atol=1e-2):
-        passed("anomaly_score", f"scores {out.min().item():.1f} to {out.max().item():.1f} nats on random test images")
-        return
-    rec_mean = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).mean(1)
-    mse = (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
-    for wrong, msg in [
-        (-want, "You returned the ELBO itself: the score is the *negative* ELBO (high = unusual)."),
-        (rec, "Only the reconstruction term is there: add the KL divergence KL(q(z|x) || N(0, I))."),
-        (kl, "Only the KL term is there: add the reconstruction term -log p(x|z), a Bernoulli log-likelihood summed over pixels."),
-        (rec - kl, "The KL term has the wrong sign: the negative ELBO is reconstruction NLL *plus* KL."),
-        (rec + 2 * kl, "The KL term is twice too big: KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)."),
-        (rec_mean + kl, "The reconstruction term is averaged over pixels: sum it over the 784 pixels (nats per image)."),
-        (mse + kl, "The reconstruction term is a squared error: for binary pixels use the Bernoulli NLL, "
-                   "F.binary_cross_entropy_with_logits(logits, x, reduction='none') summed over pixels."),
-    ]:
-        if close(out, wrong, rtol=1e-3, atol=1e-2):
-            raise CheckFailed(msg)
-    if close(out.mean(), want.mean(), rtol=1e-3, atol=1e-2):
-        raise CheckFailed("The mean is right but the per-image values are not: did you mix images up (e.g. a mean over the batch somewhere)?")
-    raise CheckFailed(f"Expected negative ELBOs {[round(v, 1) for v in want.tolist()]}, got {[round(v, 1) for v in out.tolist()]}. "
-                      f"decode(z) returns logits (do not apply sigmoid before binary_cross_entropy_with_logits); logvar is log sigma^2.{ratio_hint(out, want)}")
+def check_auroc(fn: Callable) -> None:
+    """``auroc(scores: (N,), is_new: (N,) bool) -> float``: the chance that a new example outscores a normal one, ties half."""
+    # 4 new and 6 normal examples, with ties inside each group and across them; no two formulas below agree here
+    scores = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0, 0.5, 2.0, 4.0, 1.0, 3.0])
+    is_new = torch.tensor([True, False, False, True, True, False, False, True, False, False])
+    s0, m0 = scores.clone(), is_new.clone()
+    out = call(fn, scores, is_new)
+    if not (torch.equal(scores, s0) and torch.equal(is_new, m0)):
+        raise CheckFailed("auroc changed scores or is_new in place (e.g. a sort_ or a masked assignment): work on copies.")
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        raise CheckFailed(f"auroc should return a single number, got a tensor of shape {tuple(out.shape)}: average over all (new, normal) pairs.")
+    if not isinstance(out, (float, int, torch.Tensor)):
+        raise CheckFailed(f"auroc should return a number (a float), got {_describe(out)}.")
+    got = float(out)
+    want = _auroc_reference(scores, is_new)
+    n_new, n_old = int(is_new.sum()), int((~is_new).sum())
+    s_new, s_old = scores[is_new], scores[~is_new]
+    diff = s_new[:, None] - s_old[None, :]
+    wins, ties = (diff > 0).sum().item(), (diff == 0).sum().item()
+    if abs(got - want) < 1e-6:
+        pass
+    elif abs(got - (1 - want)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f} = 1 - AUROC: the direction is reversed. A high score means 'new', so count the pairs where the new "
+                          "example's score is *above* the normal one's.")
+    elif abs(got - wins / (n_new * n_old)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f}: ties are counted as losses. A pair with equal scores is a coin flip for the detector: count it as 1/2.")
+    elif abs(got - (wins + ties) / (n_new * n_old)) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f}: ties are counted as wins (>=). A pair with equal scores is a coin flip: count it as 1/2.")
+    elif any(abs(got - (wins + 0.5 * ties) / d) < 1e-6 for d in (len(scores) ** 2, n_new * len(scores), n_old * len(scores), len(scores))):
+        raise CheckFailed(f"Got {got:.3f}: the right count of wins, divided by the wrong number. There are n_new x n_normal = "
+                          f"{n_new} x {n_old} (new, normal) pairs; pairs within one group do not count.")
+    elif abs(got - (s_new.mean() - s_old.mean()).item()) < 1e-6 or abs(got - torch.sigmoid(diff).mean().item()) < 1e-6:
+        raise CheckFailed(f"Got {got:.3f} from the size of the score differences: the AUROC only asks *which* score is higher in each "
+                          "(new, normal) pair, so it does not change when the scores are rescaled.")
+    else:
+        raise CheckFailed(f"Expected an AUROC of {want:.4f} for scores {scores.tolist()} with is_new {is_new.int().tolist()}, got {got:.4f}. "
+                          "Compare every new example with every normal one.")
+    # a monotone change of the scores must not change a rank statistic; and it must follow the mask, not the order
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(400, generator=g)
+    mask = torch.rand(400, generator=g) < 0.2
+    big[mask] += 1.0
+    base = float(call(fn, big, mask))
+    for name, s in (("3 * scores + 100", 3 * big + 100), ("exp(scores)", big.exp())):
+        other = float(call(fn, s, mask))
+        if abs(other - base) > 1e-6:
+            raise CheckFailed(f"The AUROC changed from {base:.4f} to {other:.4f} when the scores became {name}: it depends only on which "
+                              "score is higher in each pair, never on the size of the difference (no tolerance for 'equal' either).")
+    if abs(base - _auroc_reference(big, mask)) > 1e-6:
+        raise CheckFailed(f"Right on 10 examples, wrong on 400 ({base:.4f} instead of {_auroc_reference(big, mask):.4f}): "
+                          "do not assume the new examples come first, or a particular count.")
+    passed("auroc", f"{want:.3f} on a small case with ties, invariant to rescaling the scores")
 
 
 # --- Notebook 07: latent space explorer ---------------------------------------------------------
 
 
-def check_interpolate_codes(fn: Callable) -> None:
-    """``interpolate_codes(z_a: (D,), z_b: (D,), steps) -> (steps, D)``: evenly spaced, from z_a to z_b."""
+def _slerp_reference(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, omega: torch.Tensor | None = None) -> torch.Tensor:
+    """The textbook slerp in float64 (the straight line where the angle vanishes); ``omega`` overrides the angle."""
+    z0, z1, t = z0.double(), z1.double(), t.double()[:, None]
+    if omega is None:
+        omega = torch.acos(((z0 / z0.norm()) * (z1 / z1.norm())).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def check_slerp(fn: Callable) -> None:
+    """``slerp(z0: (D,), z1: (D,), t: (T,)) -> (T, D)``: spherical interpolation, row k at t[k]."""
     g = torch.Generator().manual_seed(7)
-    z_a, z_b = torch.randn(3, generator=g), torch.randn(3, generator=g)
-    a0, b0 = z_a.clone(), z_b.clone()
-    out = call(fn, z_a, z_b, 5)
-    if not (torch.equal(z_a, a0) and torch.equal(z_b, b0)):
-        raise CheckFailed("interpolate_codes changed z_a or z_b in place. Build new tensors instead.")
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 5):
-        raise CheckFailed("Got shape (D, steps) = (3, 5): one row per step is wanted, (steps, D). Put the step axis first (t[:, None]).")
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (6, 3):
-        raise CheckFailed("Got 6 rows for steps=5: `steps` is the number of points (both ends included), not the number of gaps.")
-    out = expect_tensor(out, (5, 3), "interpolate_codes(z_a, z_b, steps=5)")
-    t = torch.linspace(0, 1, 5)[:, None]
-    want = (1 - t) * z_a + t * z_b
-    if close(out, want.flip(0), atol=1e-5):
-        raise CheckFailed("Your rows run from z_b to z_a: row 0 should be z_a (t = 0) and the last row z_b (t = 1).")
-    if not close(out[0], z_a, atol=1e-5):
-        raise CheckFailed("The first row should be exactly z_a (t = 0).")
-    if not close(out[-1], z_b, atol=1e-5):
-        raise CheckFailed("The last row should be exactly z_b (t = 1). torch.linspace(0, 1, steps) includes both ends; torch.arange does not.")
-    if not close(out, want, atol=1e-5):
-        raise CheckFailed("The ends are right but the points in between are not evenly spaced on the straight line "
-                          "z = (1 - t) z_a + t z_b with t = 0, 1/(steps-1), ..., 1.")
-    two = expect_tensor(call(fn, z_a[:2], z_b[:2], 2), (2, 2), "interpolate_codes(z_a, z_b, steps=2) with D = 2")
-    if not close(two, torch.stack([z_a[:2], z_b[:2]]), atol=1e-5):
-        raise CheckFailed("With steps=2 the result should be just [z_a, z_b]. Do not hard-code D = 3 or steps = 5.")
-    passed("interpolate_codes")
+    D = 6
+    z0, z1 = torch.randn(D, generator=g) * 0.3, torch.randn(D, generator=g) * 0.3  # short codes: z0 . z1 alone is a valid cosine too
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    a0, b0, t0 = z0.clone(), z1.clone(), t.clone()
+    try:
+        out = call(fn, z0, z1, t)
+    except CheckFailed as err:
+        if "must match the size" in str(err):
+            raise CheckFailed(f"t (shape {tuple(t.shape)}) did not broadcast against the codes (shape {tuple(z0.shape)}): you want one code "
+                              "per value of t, so make t a column, t[:, None], before multiplying.") from None
+        raise
+    if not (torch.equal(z0, a0) and torch.equal(z1, b0) and torch.equal(t, t0)):
+        raise CheckFailed("slerp changed z0, z1 or t in place (e.g. z0 /= z0.norm()): normalise into new tensors, the caller still needs its codes.")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (D, len(t)):
+        raise CheckFailed(f"Got shape (D, T) = {(D, len(t))}: one row per value of t is wanted, (T, D). Make t a column, t[:, None].")
+    out = expect_tensor(out, (len(t), D), f"slerp(z0, z1, t) with D = {D} and {len(t)} values of t")
+    # long codes, like samples of N(0, I) in many dimensions: an unnormalised cosine is far outside [-1, 1]
+    y0, y1 = z0 * 15, torch.randn(D, generator=g) * 2.0
+    big = call(fn, y0, y1, t)
+    if isinstance(big, torch.Tensor) and big.is_floating_point() and big.shape == out.shape and not torch.isfinite(big).all():
+        raise CheckFailed(f"NaN or inf for codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}: compute the cosine from the "
+                          "*normalised* codes, (z0 / |z0|) . (z1 / |z1|), or acos gets a number outside [-1, 1].")
+    want = _slerp_reference(z0, z1, t)
+    omega = torch.acos(((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1)).double()
+    tc = t[:, None]
+    if close(out, (1 - tc) * z0 + tc * z1, atol=1e-4):
+        raise CheckFailed("This is the straight line (1 - t) z0 + t z1, not the spherical path: weight z0 by sin((1 - t) omega) / sin(omega) "
+                          "and z1 by sin(t omega) / sin(omega), omega the angle between them.")
+    if close(out, want.flip(0), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("Your path runs from z1 to z0: at t = 0 it should be z0, at t = 1 z1 (the weight of z0 is sin((1 - t) omega)).")
+    if close(out, want * torch.sin(omega), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("At t = 0 you get sin(omega) z0, not z0: divide both weights by sin(omega).")
+    if close(out, _slerp_reference(z0 / z0.norm(), z1 / z1.norm(), t), rtol=1e-3, atol=1e-4):
+        raise CheckFailed(f"Every point has norm 1, but z0 has norm {z0.norm().item():.2f}: normalise only to compute the angle, "
+                          "then combine the original z0 and z1.")
+    if close(out, _slerp_reference(z0, z1, t, omega=torch.acos((z0 @ z1).clamp(-1, 1))), rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The angle is acos(z0 . z1), which is only the angle between unit vectors: use the cosine of the normalised "
+                          "codes, (z0 / |z0|) . (z1 / |z1|).")
+    if not close(out[0], z0, rtol=1e-3, atol=1e-4) or not close(out[-1], z1, rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The ends are wrong: slerp(z0, z1, t) must give exactly z0 at t = 0 and z1 at t = 1.")
+    if not close(out, want, rtol=1e-3, atol=1e-4):
+        raise CheckFailed("The ends are right but the points in between are not on the spherical path "
+                          "(sin((1 - t) omega) z0 + sin(t omega) z1) / sin(omega), omega the angle between z0 and z1.")
+    big = expect_tensor(big, (len(t), D), f"slerp(z0, z1, t) with codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}")
+    if not close(big, _slerp_reference(y0, y1, t), rtol=1e-3, atol=1e-3):
+        raise CheckFailed(f"Right for short codes, wrong for codes of norm {y0.norm().item():.0f} and {y1.norm().item():.0f}: "
+                          "the angle must come from the normalised codes, (z0 / |z0|) . (z1 / |z1|), whatever their length.")
+    # as many values of t as coordinates: a t that is not a column pairs t[k] with coordinate k, without an error
+    t6 = torch.linspace(0, 1, D)
+    six = call(fn, z0, z1, t6)
+    if isinstance(six, torch.Tensor) and six.dim() == 2 and six.shape[0] != D:
+        raise CheckFailed(f"Asked for {D} values of t, got {six.shape[0]} rows: do not hard-code the number of steps; one row per t.")
+    if isinstance(six, torch.Tensor) and tuple(six.shape) == (D,):
+        raise CheckFailed(f"With {D} values of t and D = {D} you returned shape ({D},): t[k] was paired with coordinate k instead of "
+                          "giving one code per t. Broadcast t as a column, t[:, None], to get (T, D).")
+    six = expect_tensor(six, (D, D), f"slerp(z0, z1, t) with {D} values of t and D = {D}")
+    if not close(six, _slerp_reference(z0, z1, t6), rtol=1e-3, atol=1e-4):
+        raise CheckFailed(f"Right for 5 values of t, wrong for {D}: do not hard-code the number of steps.")
+    # two (nearly) equal codes: omega = 0, so sin(omega) = 0
+    for name, near in (("z1 = z0", z0.clone()), ("z1 = z0 + 1e-5 noise", z0 + 1e-5 * torch.randn(D, generator=g))):
+        same = call(fn, z0, near, t)
+        if isinstance(same, torch.Tensor) and same.is_floating_point() and same.shape == out.shape and not torch.isfinite(same).all():
+            raise CheckFailed(f"NaN or inf when {name}: the angle is (nearly) 0, so you divide by sin(omega) = 0, and rounding can put the "
+                              "cosine just above 1. Clamp the cosine to [-1, 1] and use the straight line when sin(omega) is tiny.")
+        same = expect_tensor(same, (len(t), D), f"slerp(z0, z1, t) with {name}")
+        if not close(same, _slerp_reference(z0, near, t), rtol=1e-3, atol=1e-4):
+            raise CheckFailed(f"Wrong path when {name}: the path should stay at z0 (arc and straight line agree there).")
+    passed("slerp", "the arc, its ends, long codes, a batch of t, equal codes")
 
 
 # --- Notebook 08: diffusion models ----------------------------------------------------------------

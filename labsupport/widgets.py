@@ -25,6 +25,7 @@ import functools
 import io
 import statistics
 import time
+from typing import Callable
 
 import ipywidgets as W
 import torch
@@ -190,11 +191,21 @@ def vae_explorer(vae: torch.nn.Module, images: torch.Tensor | None = None, n_sli
     return _explorer(W.HBox([W.VBox(left), W.VBox(right)]), view, sliders)
 
 
-def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 0, b: int = 1, scale: int = 6, steps: int = 9) -> W.Widget:
-    """Walk the straight line ``z = (1 - t) mu(x_a) + t mu(x_b)`` between two test digits' codes.
+def interpolation_explorer(
+    vae: torch.nn.Module,
+    images: torch.Tensor,
+    a: int = 0,
+    b: int = 1,
+    scale: int = 6,
+    steps: int = 9,
+    interpolate: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> W.Widget:
+    """Walk a path between two test digits' codes, by default the straight line ``z = (1 - t) mu(x_a) + t mu(x_b)``.
 
     ``images: (N, 1, 28, 28)`` in [0, 1]; ``a``, ``b``: indices of the two digits (pickers change them).
-    Shows digit A, the decoded point at ``t`` (slider), digit B, and a strip of ``steps`` points.
+    ``interpolate(z0: (D,), z1: (D,), t: (T,)) -> (T, D)`` replaces the straight line (e.g. notebook 07's
+    ``slerp``); the strip and the slider both use it. Shows digit A, the decoded point at ``t`` (slider),
+    digit B, and a strip of ``steps`` points.
     """
     _require(vae, "a VAE", ("latent_dim", "encode", "decode"))
     _require_images(images)
@@ -205,20 +216,21 @@ def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 
     t = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.02, description="t (A → B)", continuous_update=True)
     view, view_a, view_b, strip = _image(scale), _image(scale // 2), _image(scale // 2), W.Image(format="png")
     codes: dict[str, torch.Tensor] = {}
+    path = interpolate or (lambda z0, z1, ts: torch.lerp(z0, z1, ts[:, None]))
 
     @_one_thread
     def redraw(_=None):
-        z = torch.lerp(codes["a"], codes["b"], t.value)
+        z = path(codes["a"], codes["b"], torch.tensor([t.value], device=dev))
         with torch.no_grad():
             view.value = to_png(torch.sigmoid(vae.decode(z))[0], scale)
 
     @_one_thread
     def new_ends(_=None):
         with torch.no_grad():
-            codes["a"] = vae.encode(images[pick_a.value : pick_a.value + 1].to(dev))[0]
-            codes["b"] = vae.encode(images[pick_b.value : pick_b.value + 1].to(dev))[0]
-            ts = torch.linspace(0, 1, steps, device=dev)[:, None]
-            _show_strip(strip, torch.sigmoid(vae.decode(torch.lerp(codes["a"], codes["b"], ts))))
+            codes["a"] = vae.encode(images[pick_a.value : pick_a.value + 1].to(dev))[0][0]
+            codes["b"] = vae.encode(images[pick_b.value : pick_b.value + 1].to(dev))[0][0]
+            ts = torch.linspace(0, 1, steps, device=dev)
+            _show_strip(strip, torch.sigmoid(vae.decode(path(codes["a"], codes["b"], ts))))
         view_a.value, view_b.value = to_png(images[pick_a.value], scale // 2), to_png(images[pick_b.value], scale // 2)
         redraw()
 
@@ -227,7 +239,8 @@ def interpolation_explorer(vae: torch.nn.Module, images: torch.Tensor, a: int = 
     t.observe(redraw, names="value")
     new_ends()
     top = W.HBox([W.VBox([_label("A"), view_a]), W.VBox([_label("decoded at t"), view]), W.VBox([_label("B"), view_b])])
-    box = W.VBox([W.HBox([pick_a, pick_b]), t, top, _label(f"{steps} evenly spaced points from A (t = 0) to B (t = 1)"), strip])
+    box = W.VBox([W.HBox([pick_a, pick_b]), t, top, _label(f"{steps} evenly spaced values of t from A (t = 0) to B (t = 1), "
+                                                          f"on {'the straight line' if interpolate is None else getattr(interpolate, '__name__', 'your path')}"), strip])
     return _explorer(box, view, [t])
 
 

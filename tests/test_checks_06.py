@@ -52,40 +52,66 @@ def test_gradient_energy_in_place_is_caught():
         checks.check_gradient_energy(in_place)
 
 
-def _terms(vae, x, sample=False):
-    mu, logvar = vae.encode(x)
-    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
-    logits = vae.decode(z)
-    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-    return rec, kl, logits, mu, logvar
+def _auroc_pairs(scores, is_new):
+    d = scores[is_new][:, None] - scores[~is_new][None, :]
+    return ((d > 0).float() + 0.5 * (d == 0).float()).mean().item()
 
 
-@pytest.mark.parametrize("fn", [
-    lambda vae, x: sum(_terms(vae, x)[:2]),
-    lambda vae, x: sum(_terms(vae, x, sample=True)[:2]),  # one sampled z, as metrics.negative_elbo does
-    lambda vae, x: -torch.distributions.Bernoulli(logits=_terms(vae, x)[2]).log_prob(x).flatten(1).sum(1) + torch.distributions.kl_divergence(
-        torch.distributions.Normal(_terms(vae, x)[3], (0.5 * _terms(vae, x)[4]).exp()), torch.distributions.Normal(0.0, 1.0)).sum(1),
-    lambda vae, x: sum(_terms(vae, x)[:2]).detach(),
-])
-def test_anomaly_score_accepts_correct_versions(fn, capsys):
-    checks.check_anomaly_score(fn)
-    assert "\u2713" in capsys.readouterr().out
+def _auroc_ranks(scores, is_new):
+    # Mann-Whitney U from average ranks (tied scores share their mean rank)
+    from scipy.stats import rankdata
+    r = torch.tensor(rankdata(scores.numpy()))
+    n1, n0 = int(is_new.sum()), int((~is_new).sum())
+    return float((r[is_new].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _auroc_loop(scores, is_new):
+    normal = scores[~is_new]
+    total = 0.0
+    for s in scores[is_new]:
+        total += (s > normal).sum().item() + 0.5 * (s == normal).sum().item()
+    return total / (len(normal) * int(is_new.sum()))
+
+
+def _auroc_sklearn(scores, is_new):
+    from sklearn.metrics import roc_auc_score
+    return roc_auc_score(is_new.numpy(), scores.numpy())
+
+
+@pytest.mark.parametrize("fn", [_auroc_pairs, _auroc_ranks, _auroc_loop, _auroc_sklearn,
+                                lambda s, m: torch.tensor(_auroc_pairs(s, m))],
+                         ids=["pairs", "ranks", "loop", "sklearn", "0-dim tensor"])
+def test_auroc_accepts_correct_versions(fn, capsys):
+    checks.check_auroc(fn)
+    assert "\u2713 auroc" in capsys.readouterr().out
+
+
+def _pairs(scores, is_new):
+    return scores[is_new][:, None] - scores[~is_new][None, :]
+
+
+def _in_place(scores, is_new):
+    out = _auroc_pairs(scores, is_new)
+    scores[is_new] = 0.0
+    return out
 
 
 @pytest.mark.parametrize("fn, message", [
-    (lambda vae, x: -sum(_terms(vae, x)[:2]), "negative"),
-    (lambda vae, x: _terms(vae, x)[0], "Only the reconstruction"),
-    (lambda vae, x: _terms(vae, x)[1], "Only the KL"),
-    (lambda vae, x: _terms(vae, x)[0] - _terms(vae, x)[1], "wrong sign"),
-    (lambda vae, x: _terms(vae, x)[0] + 2 * _terms(vae, x)[1], "twice"),
-    (lambda vae, x: F.binary_cross_entropy_with_logits(_terms(vae, x)[2], x, reduction="none").flatten(1).mean(1) + _terms(vae, x)[1], "averaged over pixels"),
-    (lambda vae, x: (torch.sigmoid(_terms(vae, x)[2]) - x).pow(2).flatten(1).sum(1) + _terms(vae, x)[1], "squared error"),
-    (lambda vae, x: sum(_terms(vae, x)[:2]).mean(), "single number"),
-    (lambda vae, x: sum(_terms(vae, x)[:2]).flip(0), "mix"),
-    (lambda vae, x: F.binary_cross_entropy(torch.sigmoid(torch.sigmoid(_terms(vae, x)[2])), x, reduction="none").flatten(1).sum(1) + _terms(vae, x)[1], "logits"),
-    (lambda vae, x: vae.nope(x), "crashed"),
-])
-def test_anomaly_score_rejects_mistakes(fn, message):
+    (lambda s, m: _auroc_pairs(-s, m), "direction is reversed"),
+    (lambda s, m: (_pairs(s, m) > 0).float().mean().item(), "counted as losses"),
+    (lambda s, m: (_pairs(s, m) >= 0).float().mean().item(), "counted as wins"),
+    (lambda s, m: ((_pairs(s, m) > 0).sum() + 0.5 * (_pairs(s, m) == 0).sum()).item() / len(s) ** 2, "divided by the wrong number"),
+    (lambda s, m: (s[m].mean() - s[~m].mean()).item(), "size of the score differences"),
+    (lambda s, m: torch.sigmoid(_pairs(s, m)).mean().item(), "size of the score differences"),
+    (lambda s, m: ((_pairs(s, m) > 0).float() + 0.5 * (_pairs(s, m) == 0).float()).mean(1), "single number"),
+    (lambda s, m: _auroc_pairs(s, m) if len(s) == 10 else 0.5, "Right on 10 examples"),
+    (lambda s, m: ((s[m] > s[~m].mean()).float().mean() + (s[~m] < s[m].mean()).float().mean()).item() / 2, "Expected an AUROC"),
+    (lambda s, m: ((_pairs(s, m) > 1e-2).float() + 0.5 * (_pairs(s, m).abs() <= 1e-2).float()).mean().item(), "changed from"),
+    (_in_place, "in place"),
+    (lambda s, m: "0.8", "a number"),
+    (lambda s, m: s.nope(), "crashed"),
+], ids=["reversed", "ties-lose", "ties-win", "wrong-denominator", "mean-difference", "sigmoid", "per-example", "hard-coded",
+        "threshold", "tie-tolerance", "in-place", "string", "crash"])
+def test_auroc_rejects_mistakes(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        checks.check_anomaly_score(fn)
+        checks.check_auroc(fn)

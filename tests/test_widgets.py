@@ -131,6 +131,21 @@ def test_interpolation_ends_are_the_two_digits_codes(images):
             assert w.view.value == widgets.to_png(torch.sigmoid(vae.decode(vae.encode(images[i : i + 1])[0]))[0], 6)
 
 
+def test_interpolation_follows_the_path_it_is_given(images):
+    vae = TinyVAE(8)
+    calls = []
+
+    def stay_at_a(z0, z1, t):  # a deliberately wrong path: the explorer must show what the function returns
+        calls.append(tuple(t.shape))
+        return z0.expand(len(t), -1)
+
+    w = widgets.interpolation_explorer(vae, images, a=2, b=5, interpolate=stay_at_a)
+    w.sliders[0].value = 1.0
+    with torch.no_grad():
+        assert w.view.value == widgets.to_png(torch.sigmoid(vae.decode(vae.encode(images[2:3])[0]))[0], 6)
+    assert (9,) in calls and (1,) in calls  # the strip asks for all its points at once, the slider for one
+
+
 def test_latent_map_rejects_a_vae_that_is_not_2d():
     with pytest.raises(ValueError, match="latent_dim == 2"):
         widgets.latent_map_explorer(TinyVAE(3))
@@ -168,48 +183,110 @@ def _find(widget, kind: str) -> list:
 
 # --- the notebook-07 exercise check ------------------------------------------------------------
 
-from labsupport.checks import CheckFailed, check_interpolate_codes  # noqa: E402
+import math  # noqa: E402
+
+from labsupport.checks import CheckFailed, check_slerp  # noqa: E402
 
 
-def _lerp(z_a, z_b, steps):
-    t = torch.linspace(0, 1, steps)[:, None]
-    return (1 - t) * z_a + t * z_b
+def _slerp(z0, z1, t):
+    t = t[:, None]
+    omega = torch.acos(((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1))
+    if torch.sin(omega) < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
-@pytest.mark.parametrize("fn", [
-    _lerp,
-    lambda z_a, z_b, steps: torch.lerp(z_a.expand(steps, -1), z_b.expand(steps, -1), torch.linspace(0, 1, steps)[:, None]),
-    lambda z_a, z_b, steps: torch.stack([z_a + (z_b - z_a) * i / (steps - 1) for i in range(steps)]),
-], ids=["formula", "torch.lerp", "loop"])
-def test_interpolate_codes_check_accepts_correct_versions(fn, capsys):
-    check_interpolate_codes(fn)
-    assert "✓ interpolate_codes" in capsys.readouterr().out
+def _slerp_where(z0, z1, t):
+    # atan2 of the sine and cosine parts: no clamp needed; torch.where keeps the straight line for tiny angles
+    u0, u1 = z0 / z0.norm(), z1 / z1.norm()
+    omega = torch.atan2((u1 - (u0 @ u1) * u0).norm(), u0 @ u1)
+    t = t.unsqueeze(1)
+    s = torch.sin(omega).clamp_min(1e-12)
+    arc = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / s
+    return torch.where(omega > 1e-4, arc, torch.lerp(z0, z1, t))
 
 
-def _stub(z_a, z_b, steps):
+def _slerp_loop(z0, z1, t):
+    import torch.nn.functional as F
+    c = float(F.cosine_similarity(z0, z1, dim=0).clamp(-1, 1))
+    om = math.acos(c)
+    rows = []
+    for tk in t.tolist():
+        if math.sin(om) < 1e-7:
+            rows.append((1 - tk) * z0 + tk * z1)
+        else:
+            rows.append((math.sin((1 - tk) * om) * z0 + math.sin(tk * om) * z1) / math.sin(om))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("fn", [_slerp, _slerp_where, _slerp_loop], ids=["acos+clamp", "atan2+where", "python loop"])
+def test_slerp_check_accepts_correct_versions(fn, capsys):
+    check_slerp(fn)
+    assert "✓ slerp" in capsys.readouterr().out
+
+
+def _stub(z0, z1, t):
     raise NotImplementedError("Exercise 1")
 
 
-def _in_place(z_a, z_b, steps):
-    z_a += 0
-    z_a.mul_(1.0001)
-    return _lerp(z_a, z_b, steps)
+def _with_omega(z0, z1, t, cos):
+    omega = torch.acos(cos)
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def _unnormalised_with_fallback(z0, z1, t):
+    omega = torch.acos((z0 @ z1).clamp(-1, 1))
+    return torch.lerp(z0, z1, t[:, None]) if torch.sin(omega) < 1e-6 else _with_omega(z0, z1, t, torch.cos(omega))
+
+
+def _in_place(z0, z1, t):
+    out = _slerp(z0, z1, t)
+    z0 /= z0.norm()
+    return out
+
+
+def _no_fallback(z0, z1, t):
+    return _with_omega(z0, z1, t, ((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1))
+
+
+def _unit_output(z0, z1, t):
+    return _slerp(z0 / z0.norm(), z1 / z1.norm(), t)
+
+
+def _t_not_a_column(z0, z1, t):  # right only when len(t) == 1
+    omega = torch.acos(((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1))
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def _hard_coded(z0, z1, t):
+    return _slerp(z0, z1, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
 
 
 @pytest.mark.parametrize("fn, message", [
     (_stub, "not written yet"),
-    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps).T, "(steps, D)"),
-    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps + 1), "number of points"),
-    (lambda z_a, z_b, steps: _lerp(z_b, z_a, steps), "from z_b to z_a"),
-    (lambda z_a, z_b, steps: z_a + (z_b - z_a) * torch.arange(steps)[:, None] / steps, "torch.arange does not"),
-    (lambda z_a, z_b, steps: z_a + (z_b - z_a) * torch.linspace(0, 1, steps)[:, None] ** 2, "evenly spaced"),
-    (lambda z_a, z_b, steps: _lerp(z_a, z_b, 5)[:steps, :3], "hard-code"),
+    (lambda z0, z1, t: (1 - t[:, None]) * z0 + t[:, None] * z1, "straight line"),
+    (lambda z0, z1, t: _slerp(z1, z0, t), "from z1 to z0"),
+    (lambda z0, z1, t: _slerp(z0, z1, t) * torch.sin(torch.acos(((z0 / z0.norm()) @ (z1 / z1.norm())).clamp(-1, 1))), "divide both weights"),
+    (_unit_output, "norm 1"),
+    (_unnormalised_with_fallback, "only the angle between unit vectors"),
+    (lambda z0, z1, t: _with_omega(z0, z1, t, z0 @ z1), "NaN or inf for codes of norm"),
+    (lambda z0, z1, t: _with_omega(z0, z1, t, (z0 @ z1) / z0.norm() ** 2), "points in between"),
+    (lambda z0, z1, t: _slerp(z0, z1, t).T, "(T, D)"),
+    (_t_not_a_column, "did not broadcast"),
+    (lambda z0, z1, t: _t_not_a_column(z0, z1, t) if len(t) == len(z0) else _slerp(z0, z1, t), "paired with coordinate"),
+    (_hard_coded, "hard-code"),
+    (_no_fallback, "NaN or inf when z1 = z0"),
+    (lambda z0, z1, t: _slerp(z0, z1, t) + 0.01 * torch.sin(math.pi * t)[:, None], "points in between"),
+    (lambda z0, z1, t: torch.stack([z0, z0, z1, z1, z1]), "points in between"),
+    (lambda z0, z1, t: _slerp(z0, z1, t) + 0.01, "ends are wrong"),
     (_in_place, "in place"),
-    (lambda z_a, z_b, steps: _lerp(z_a, z_b, steps).tolist(), "torch.Tensor"),
-], ids=["stub", "transposed", "steps+1", "reversed", "arange", "uneven", "hard-coded", "in-place", "list"])
-def test_interpolate_codes_check_names_each_mistake(fn, message):
+    (lambda z0, z1, t: _slerp(z0, z1, t).tolist(), "torch.Tensor"),
+], ids=["stub", "linear", "reversed", "no-division", "unit-output", "unnormalised-angle", "unnormalised-nan", "one-norm",
+        "transposed", "t-not-column", "t-paired", "hard-coded", "equal-codes-nan", "off-arc", "steps", "ends", "in-place", "list"])
+def test_slerp_check_names_each_mistake(fn, message):
     with pytest.raises(CheckFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_interpolate_codes(fn)
+        check_slerp(fn)
 
 
 def test_clicking_and_dragging_on_the_latent_map_moves_the_point(images):
