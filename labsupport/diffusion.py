@@ -171,3 +171,38 @@ def sample(eps_model, schedule: Schedule, n: int, *, steps: int | None = None, y
     if hasattr(eps_model, "train"):
         eps_model.train(was_training)
     return (torch.cat(out), frames) if keep else torch.cat(out)
+
+
+def matching_time(schedule: Schedule, sigma: float) -> int:
+    """The t in 1..T whose noise matches Gaussian noise of std ``sigma`` added to images in [0, 1].
+
+    In signal space that noise has std ``2 sigma``, and ``x_t / sqrt(alpha_bar_t) = x_0 + sqrt((1 - alpha_bar_t) / alpha_bar_t) eps``:
+    the t whose ratio is closest to ``2 sigma``."""
+    ab = schedule.alpha_bar[1:]
+    return int((((1 - ab) / ab).sqrt() - 2 * sigma).abs().argmin()) + 1
+
+
+@torch.no_grad()
+def denoise(eps_model, schedule: Schedule, y: torch.Tensor, sigma: float, steps: int = 1, batch_size: int = 500) -> torch.Tensor:
+    """Denoise ``y: (B, 1, 28, 28)`` = clean images in [0, 1] plus Gaussian noise of std ``sigma``; returns ``(B, 1, 28, 28)`` in [0, 1].
+
+    ``y`` becomes ``x_t = sqrt(alpha_bar_t) (2 y - 1)`` at the :func:`matching_time` t; ``steps=1`` is one Tweedie step to
+    the posterior mean ``(x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)``, more runs DDIM from t down to 0.
+    Unconditional: the model gets no label."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0 (the noise's std on the [0, 1] pixel scale), got {sigma}")
+    if y.dim() != 4 or tuple(y.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"y must be a batch of images (B, 1, 28, 28), got shape {tuple(y.shape)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    t = matching_time(schedule, sigma)
+    times = sorted({round(v) for v in torch.linspace(t, 1, steps).tolist()}, reverse=True) if steps > 1 else [t]
+    dev = next(eps_model.parameters()).device if isinstance(eps_model, torch.nn.Module) else y.device
+    out = []
+    for batch in y.split(batch_size):
+        x = math.sqrt(schedule.alpha_bar[t].item()) * to_signal(batch.to(dev))
+        for i, s in enumerate(times):
+            eps = eps_model(x, torch.full((len(x),), s, dtype=torch.long, device=dev), None)
+            x = ddim_step(eps, x, s, times[i + 1] if i + 1 < len(times) else 0, schedule)  # to t_prev = 0: the x_0 estimate itself
+        out.append(to_image(x).to(y.device, y.dtype))
+    return torch.cat(out)

@@ -197,3 +197,58 @@ def test_the_graders_watch_lets_students_read_a_schedule_but_names_the_courses_a
         watch = checking.Watch(checks)
         watch.guard(fn)(x0, t, noise, s)
         assert [r for r in watch.reference if not r.startswith("labsupport.diffusion._at")] == expect, watch.reference
+
+
+@pytest.mark.parametrize("schedule", [diffusion.linear_schedule(1000), diffusion.cosine_schedule(1000), diffusion.linear_schedule(50)])
+def test_matching_time_finds_the_t_whose_noise_is_the_images_noise(schedule):
+    """Noise of std sigma on [0, 1] images is std 2 sigma in signal space, which x_t / sqrt(ab_t) carries at ratio sqrt((1 - ab) / ab)."""
+    ab = schedule.alpha_bar
+    ratio = ((1 - ab) / ab).sqrt()  # (T + 1,), rising from 0 at t = 0
+    for t0 in (1, 2, schedule.T // 3, schedule.T // 2, schedule.T - 1):
+        assert diffusion.matching_time(schedule, ratio[t0].item() / 2) == t0, "a sigma that is exactly some t's noise gives that t"
+    sigmas = torch.linspace(0.01, 1.0, 57).tolist()
+    ts = [diffusion.matching_time(schedule, s) for s in sigmas]
+    assert ts == sorted(ts) and all(1 <= t <= schedule.T for t in ts), "more noise, later time, always inside 1..T"
+    for s, t in zip(sigmas, ts):  # no neighbour matches better
+        gap = abs(ratio[t] - 2 * s)
+        assert gap <= abs(ratio[t - 1] - 2 * s) or t == 1
+        assert t == schedule.T or gap <= abs(ratio[t + 1] - 2 * s)
+    assert diffusion.matching_time(schedule, 1e-6) == 1
+
+
+def test_denoise_with_the_exact_predictor_returns_the_posterior_mean():
+    """Pixels x_0 ~ N(m, sd^2) in signal space, y = image + sigma n: E[x_0 | y'] = m + sd^2 / (sd^2 + 4 sigma^2) (y' - m) with y' = 2 y - 1."""
+    s, m, sd, sigma = diffusion.cosine_schedule(1000), -0.2, 0.3, 0.15
+    g = torch.Generator().manual_seed(0)
+    clean = diffusion.to_image(m + sd * torch.randn(500, 1, 28, 28, generator=g))
+    y = clean + sigma * torch.randn(clean.shape, generator=g)
+    out = diffusion.denoise(_gaussian_oracle(s, m, sd), s, y, sigma)
+    assert out.shape == y.shape and out.dtype == y.dtype and out.min() >= 0 and out.max() <= 1
+    posterior_mean = diffusion.to_image(m + sd**2 / (sd**2 + 4 * sigma**2) * (diffusion.to_signal(y) - m))
+    assert (out - posterior_mean).abs().max() < 2e-3, "one Tweedie step at the matched t is the posterior mean"
+    err = lambda a: (a - clean).pow(2).sum((1, 2, 3)).mean().item()
+    assert err(out) < 0.6 * err(y) and err(out) == pytest.approx(err(posterior_mean), rel=0.01)
+    ddim = diffusion.denoise(_gaussian_oracle(s, m, sd), s, y, sigma, steps=10)
+    assert not torch.allclose(ddim, out, atol=1e-3) and err(ddim) < err(y), "DDIM from t to 0 also denoises, but is no posterior mean"
+
+
+def test_denoise_runs_ddim_to_the_point_when_the_data_is_one_point():
+    s = diffusion.linear_schedule(1000)
+    ab = lambda t: s.alpha_bar[t].float().view(-1, 1, 1, 1)
+    point = lambda x, t, y=None: (x - ab(t).sqrt() * 0.2) / (1 - ab(t)).sqrt()  # x_0 = 0.2 always: image 0.6
+    y = 0.6 + 0.3 * torch.randn(4, 1, 28, 28)
+    for steps in (1, 7):
+        assert torch.allclose(diffusion.denoise(point, s, y, 0.3, steps=steps), torch.full_like(y, 0.6), atol=1e-4)
+
+
+def test_denoise_names_bad_input():
+    s, model = diffusion.linear_schedule(100), lambda x, t, y=None: torch.zeros_like(x)
+    y = torch.rand(2, 1, 28, 28)
+    for sigma in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be > 0"):
+            diffusion.denoise(model, s, y, sigma)
+    for shape in [(2, 28, 28), (2, 3, 28, 28), (2, 1, 32, 32)]:
+        with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+            diffusion.denoise(model, s, torch.rand(shape), 0.1)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        diffusion.denoise(model, s, y, 0.1, steps=0)
