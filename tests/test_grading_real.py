@@ -268,7 +268,7 @@ def test_self_check_prints_what_the_grader_gives_in_a_students_words(tmp_path, c
     path = _write(tmp_path / "mine.ipynb", "03_variational_autoencoders", CLASS["kl_detached"][1])
     assert grading.main(["--self", str(path), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "Your notebook mine.ipynb (03_variational_autoencoders) would get 0.75 of 4 points." in text
+    assert "Your notebook mine.ipynb (03_variational_autoencoders) would get 0.75 of 5 points." in text
     assert "Exercise 2 (kl_divergence): 0.75 / 1 points, partly done." in text and "Partial credit 0.75 / 1" in text
     assert "Exercise 1 (reparameterize): 0 / 1 points, not yet." in text
     with pytest.raises(SystemExit, match="no such notebook"):
