@@ -75,7 +75,10 @@ def test_every_page_renders_offline_with_its_figures_and_no_answer(site):
                 broken = page.evaluate("() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
                 assert not broken, f"{rel}: images that did not load: {broken}"
                 text = page.inner_text("article")
-                assert "$$" not in text and not re.search(r"\$\\[a-z]", text), f"{rel}: raw LaTeX left on the page"
+                prose = page.evaluate("() => { const a = document.querySelector('article').cloneNode(true);"
+                                      " a.querySelectorAll('pre, .cell_output, mjx-container').forEach(e => e.remove()); return a.textContent; }")
+                raw = re.findall(r".{0,40}(?:\$\$|\$\\[a-zA-Z]+|\\frac|\\mathbb).{0,40}", prose)
+                assert not raw, f"{rel}: LaTeX left unrendered in the prose: {raw[:3]}"
                 _links_resolve(html, rel, page.evaluate("() => [...document.querySelectorAll('article a[href]')].map(a => a.getAttribute('href'))"))
                 if rel.startswith("notebooks/"):
                     name = Path(rel).stem
