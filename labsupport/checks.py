@@ -1324,6 +1324,25 @@ class _RecordingCritic(torch.nn.Module):
         return s.unsqueeze(1) if self.out_2d else s
 
 
+def _line_problem(x_hat: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> str:
+    """Why ``x_hat`` is not eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per example ("" if it is).
+
+    Shared by the gradient penalty's check and the WGAN-GP step's check."""
+    d, r = (x_hat - fake).flatten(1), (real - fake).flatten(1)
+    eps = (d * r).sum(1) / (r * r).sum(1)  # the eps that best explains each x_hat
+    if not close(d, eps[:, None] * r, atol=1e-4):
+        return ("The penalty's points x_hat are not on the line from each fake to its real example: the interpolation weight eps "
+                f"must be one number per example, shape {(len(real),) + (1,) * (real.dim() - 1)} here "
+                "(e.g. torch.rand(B, *[1] * (x.dim() - 1))), not one per coordinate or pixel.")
+    if (eps < -1e-4).any() or (eps > 1 + 1e-4).any():
+        return (f"The interpolation weight eps went outside [0, 1] (min {eps.min().item():.2f}, max {eps.max().item():.2f}): "
+                "draw it uniformly (torch.rand), not from a normal (torch.randn).")
+    if eps.max() - eps.min() < 1e-6:
+        return ("Every example used the same eps: the whole batch got one random number. Draw one eps per example, "
+                "e.g. torch.rand(B, 1) for (B, D) data.")
+    return ""
+
+
 def _interpolation_problems(critic: _RecordingCritic, real: torch.Tensor, fake: torch.Tensor) -> str:
     """Why the points the critic saw are not x_hat = eps*real + (1-eps)*fake with one eps ~ U[0,1] per example ("" if fine)."""
     seen = [x for x in critic.inputs if x.shape == real.shape]
@@ -1336,18 +1355,7 @@ def _interpolation_problems(critic: _RecordingCritic, real: torch.Tensor, fake: 
                 "samples: x_hat = eps * real + (1 - eps) * fake.")
     if close(x_hat, fake, atol=1e-6):
         return "The penalty was taken at the fake samples only: interpolate, x_hat = eps * real + (1 - eps) * fake."
-    d, r = (x_hat - fake).flatten(1), (real - fake).flatten(1)
-    eps = (d * r).sum(1) / (r * r).sum(1)  # the eps that best explains each x_hat
-    if not close(d, eps[:, None] * r, atol=1e-4):
-        return ("The points x_hat are not on the line from fake to real for each example: eps must be one number per "
-                f"example, shape (B, 1, ..., 1) = {(len(real),) + (1,) * (real.dim() - 1)} here (e.g. torch.rand(B, *[1] * (x.dim() - 1))), "
-                "not one per coordinate or pixel.")
-    if (eps < -1e-4).any() or (eps > 1 + 1e-4).any():
-        return f"eps went outside [0, 1] (min {eps.min().item():.2f}, max {eps.max().item():.2f}): draw it uniformly, torch.rand, not torch.randn."
-    if eps.max() - eps.min() < 1e-6:
-        return ("Every example used the same eps: the whole batch got one random number. Draw one eps per example, "
-                "e.g. torch.rand(B, 1) for (B, D) data.")
-    return ""
+    return _line_problem(x_hat, real, fake)
 
 
 def check_gradient_penalty(fn: Callable) -> None:
@@ -1480,21 +1488,6 @@ def _rows(x: torch.Tensor, b: int) -> list[torch.Tensor]:
 
 def _find(blocks: list[torch.Tensor], want: torch.Tensor) -> bool:
     return any(bl.shape == want.shape and close(bl, want, atol=1e-6) for bl in blocks)
-
-
-def _line_problem(x_hat: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> str:
-    """Why ``x_hat`` is not eps * real + (1 - eps) * fake with one eps in [0, 1] per example ("" if it is)."""
-    d, r = (x_hat - fake).flatten(1), (real - fake).flatten(1)
-    eps = (d * r).sum(1) / (r * r).sum(1)
-    if not close(d, eps[:, None] * r, atol=1e-4):
-        return ("The penalty's points are not on the line from each fake to its real example: the interpolation weight eps "
-                f"must be one number per example, shape {(len(real),) + (1,) * (real.dim() - 1)} here, not one per "
-                "coordinate or pixel (which scatters x_hat off the line between the two samples).")
-    if (eps < -1e-4).any() or (eps > 1 + 1e-4).any():
-        return f"The interpolation weight eps went outside [0, 1] (min {eps.min().item():.2f}, max {eps.max().item():.2f}): draw it uniformly (torch.rand), not from a normal."
-    if eps.max() - eps.min() < 1e-6:
-        return "Every example used the same interpolation weight: draw one eps per example, not one for the whole batch."
-    return ""
 
 
 def _wgan_step_once(fn: Callable, G: _RecNet, C: _RecNet, opt_g: _StepSGD, opt_c: _StepSGD, x: torch.Tensor, z: torch.Tensor,
