@@ -154,7 +154,6 @@ def train_vae(
     lr: float = 1e-3,
     device: torch.device | str | None = None,
     desc: str = "VAE",
-    loss: Callable | None = None,
     seed: int | None = None,
     lr_decay: bool = False,
     batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
@@ -163,11 +162,10 @@ def train_vae(
 
     Each batch is re-binarized (:func:`labsupport.data.binarize`), so the model never sees the same
     draw twice. Stops after ``epochs`` (default 10 when ``max_seconds`` is not given either) or after
-    ``max_seconds`` of wall time, whichever comes first. ``loss`` optionally replaces the built-in
-    objective (:func:`labsupport.losses.vae_loss`) with your own ``negative_elbo(x, x_logits, mu, logvar)
-    -> scalar`` (then ``beta`` must be 1). ``batch_loss`` replaces the whole forward pass instead: your
-    ``vae_loss(model, x) -> scalar`` (encode, sample, decode, score one batch; put beta inside it, e.g. with
-    ``functools.partial``). ``lr_decay`` lowers the learning rate
+    ``max_seconds`` of wall time, whichever comes first. ``batch_loss`` optionally replaces the built-in
+    objective (:func:`labsupport.losses.vae_loss` with ``beta``) by your own ``vae_loss(model, x) -> scalar``
+    (encode, sample, decode and score one batch; put beta inside it, e.g. with ``functools.partial``;
+    ``beta`` must then stay 1). ``lr_decay`` lowers the learning rate
     along a cosine to 0 by the end of the run (by steps, or by wall time under ``max_seconds``): the
     last epochs then fine-tune instead of bouncing around.
 
@@ -175,10 +173,8 @@ def train_vae(
     """
     if epochs is None:
         epochs = 10 if max_seconds is None else 10**6
-    if loss is not None and beta != 1.0:
-        raise ValueError("beta only applies to the built-in loss: put beta inside your own `loss` instead")
-    if batch_loss is not None and (loss is not None or beta != 1.0):
-        raise ValueError("batch_loss is the whole forward pass and loss: give neither `loss` nor `beta` with it (put beta inside it)")
+    if batch_loss is not None and beta != 1.0:
+        raise ValueError("beta only applies to the built-in loss: put beta inside your own `batch_loss` instead")
     if not (isinstance(x_train, torch.Tensor) and x_train.dim() == 4 and x_train.shape[1:] == (1, 28, 28)):
         raise ValueError(f"x_train should be a tensor (N, 1, 28, 28) in [0, 1], got {getattr(x_train, 'shape', type(x_train))}")
     if x_train.min() < 0 or x_train.max() > 1:
@@ -186,12 +182,7 @@ def train_vae(
     loader = TensorLoader(x_train, batch_size=batch_size, transform=binarize, seed=seed)
 
     def loss_fn(model: torch.nn.Module, xb: torch.Tensor):
-        if batch_loss is not None:
-            return batch_loss(model, xb)
-        if loss is None:
-            return vae_loss(model, xb, beta)
-        mu, logvar = model.encode(xb)
-        return loss(xb, model.decode(reparameterize(mu, logvar)), mu, logvar)
+        return vae_loss(model, xb, beta) if batch_loss is None else batch_loss(model, xb)
 
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     scheduler = None
