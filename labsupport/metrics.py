@@ -61,10 +61,12 @@ class _Features(nn.Module):
     def __init__(self, classifier: nn.Module):
         super().__init__()
         self.classifier = classifier
+        with torch.no_grad():  # known up front, torchmetrics skips its probe (a 299 x 299 forward pass)
+            probe = torch.zeros(1, 1, 28, 28, device=next(classifier.parameters()).device)
+            self.num_features = classifier.features(probe).shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        x = x.to(next(self.classifier.parameters()).dtype)  # the metric runs in float64 (set_dtype below)
         x = x.mean(1, keepdim=True) if x.shape[1] != 1 else x
         if x.shape[-2:] != (28, 28):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
@@ -81,9 +83,9 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor, classifier: nn.Modu
 
     classifier.eval()
     dev = resolve_device(model=classifier)
-    # a copy: set_dtype(float64) converts the feature extractor too, and must not change the caller's model
+    # float32 features (twice as fast as float64 on a CPU, same FID to ~1e-7): torchmetrics sums them and
+    # their outer products in float64, where the precision matters. A copy: the metric owns its extractor.
     fid = FrechetInceptionDistance(feature=_Features(copy.deepcopy(classifier)).to(dev), normalize=True).to(dev)
-    fid.set_dtype(torch.float64)
     with torch.no_grad():
         for images, is_real in ((real, True), (fake, False)):
             for i in range(0, len(images), batch_size):

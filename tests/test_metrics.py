@@ -52,6 +52,19 @@ def test_frechet_distance_zero_for_same_and_positive_for_shifted():
     assert metrics.frechet_distance(a, (a * 0.5), clf) > 1
 
 
+def test_frechet_distance_is_the_closed_form_on_the_classifiers_features():
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) on the features, computed here in float64 with scipy."""
+    import numpy as np
+    from scipy import linalg
+
+    clf = _Oracle()
+    a, b = torch.rand(300, 1, 28, 28), torch.rand(200, 1, 28, 28) * 0.7 + 0.1
+    fa, fb = (clf.features(x).double().numpy() for x in (a, b))
+    ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    expected = ((fa.mean(0) - fb.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real)
+    assert metrics.frechet_distance(a, b, clf, batch_size=128) == pytest.approx(expected, rel=1e-4)
+
+
 def test_iw_nll_is_tighter_than_elbo_and_finite():
     torch.manual_seed(0)
     vae = MLPVAE(latent_dim=4, hidden=32)
