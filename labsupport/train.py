@@ -263,11 +263,13 @@ def train_diffusion(
 
 
 def train_classifier(
-    epochs: int = 3, n_train: int | None = None, seed: int = 0, device: torch.device | str | None = None, root=None
+    epochs: int = 3, n_train: int | None = None, seed: int = 0, device: torch.device | str | None = None, root=None,
+    n_test: int | None = None,
 ) -> tuple[DigitClassifier, dict]:
     """Train the evaluation classifier on MNIST (small random shifts as augmentation).
 
-    Returns the model (in eval mode) and ``{"test_accuracy": ..., "epochs": ..., "n_train": ...}``.
+    ``n_train`` / ``n_test``: the first training / test digits used (default: all 60 000 / 10 000).
+    Returns the model (in eval mode) and ``{"test_accuracy": ..., "epochs": ..., "n_train": ..., "n_test": ...}``.
     """
     seed_everything(seed)
     x, y = mnist_tensors(train=True, n=n_train, root=root)
@@ -286,8 +288,8 @@ def train_classifier(
         return torch.nn.functional.cross_entropy(m(xb), yb)
 
     fit(model, loss_fn, loader, epochs=epochs, optimizer=opt, scheduler=sched, desc="evaluation classifier")
-    xt, yt = mnist_tensors(train=False, root=root)
-    return model.eval(), {"test_accuracy": round(accuracy(model, xt, yt), 4), "epochs": epochs, "n_train": len(x)}
+    xt, yt = mnist_tensors(train=False, n=n_test, root=root)
+    return model.eval(), {"test_accuracy": round(accuracy(model, xt, yt), 4), "epochs": epochs, "n_train": len(x), "n_test": len(xt)}
 
 
 # --- GANs --------------------------------------------------------------------------------------------
