@@ -297,7 +297,8 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
                     cell.outputs.append(nbformat.v4.new_output("error", ename=TIME_LIMIT, evalue=text, traceback=[f"{TIME_LIMIT}: {text}"]))
                     result["timeouts"].append(i)
                     probe = await ensure_async(client.kc.execute("pass", silent=True, store_history=False))  # did the interrupt stop the code?
-                    if await _reply(client, probe, 15) is None:
+                    # a loop that swallows KeyboardInterrupt never answers; waiting longer than a cell may run gains nothing
+                    if await _reply(client, probe, min(15.0, max(2.0, s.cell_timeout))) is None:
                         result["stopped"] = f"cell {i + 1} ran past its time limit and ignored the interrupt; later cells did not run"
                         pending = []
                         break

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEMORY_MB = 1536  # a few hundred MB above what a kernel or a checking process holds with torch imported (~0.9 GB here)
 
 SOLUTION_00 = "import torch\n\ndef normalize_images(images: torch.Tensor) -> torch.Tensor:\n    \"\"\"doc\"\"\"\n    return images.float().div(255.0).unsqueeze(1)"
-RENAMED_00 = "import torch\ndef normalize_images( batch ):\n    # my own work, honest\n    return batch.float( ).div( 255.0 ).unsqueeze(\n        1 )"
+RENAMED_00 = "def normalize_images( batch ):\n    # my own work, honest\n    return batch.float( ).div( 255.0 ).unsqueeze(\n        1 )"
 HONEST_00 = ("import torch\n\ndef normalize_images(imgs):\n"
              "    scale = torch.nn.Parameter(torch.ones(()))  # an honest answer may take a torch.optim step: its first one\n"
              "    opt = torch.optim.SGD([scale], lr=0.0)  # imports torch._dynamo, which rebinds torch.manual_seed: not tampering\n"
@@ -54,7 +54,7 @@ def discriminator_loss(real_logits, fake_logits):
 BOMB = ("import torch\n\ndef grow():\n    keep = []\n    for step in range(400):  # 100 MB a step, far past the limit\n"
         "        keep.append(torch.ones(25_000_000))\n\ngrow()")
 ROOM = "import torch\nroom = torch.ones(50_000_000)  # 200 MB: fits only if the grader gave the bomb's memory back\ndel room"
-RECON = "import torch\n\ndef reconstruction_error(x, x_hat):\n    return (x - x_hat).pow(2).flatten(1).sum(1)"
+RECON = "def reconstruction_error(x, x_hat):\n    return (x - x_hat).pow(2).flatten(1).sum(1)"
 
 CLASS = {  # student: (assignment, cells)
     "copied": ("00_start_here", [SOLUTION_00]),
@@ -68,11 +68,11 @@ CLASS = {  # student: (assignment, cells)
     "honest04": ("04_generative_adversarial_networks", [HONEST_04]),
     "blinder": ("04_generative_adversarial_networks", ["import sys\nfrom labsupport import losses\n\ndef discriminator_loss(r, f):\n"
                                                        "    sys.setprofile(None)  # hide the call below from the grader's watch\n    return losses.gan_d_loss(r, f)"]),
-    "patcher": ("00_start_here", ["import torch\n\ndef normalize_images(images):\n    import labsupport.checks as c\n"
+    "patcher": ("00_start_here", ["def normalize_images(images):\n    import labsupport.checks as c\n"
                                   "    c.close = lambda *a, **k: True  # make every comparison pass\n    return images.float().unsqueeze(1)"]),
-    "kl_detached": ("03_variational_autoencoders", ["import torch\n\ndef kl_divergence(mu, logvar):\n"
+    "kl_detached": ("03_variational_autoencoders", ["def kl_divergence(mu, logvar):\n"
                                                     "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).detach()"]),
-    "kl_mean": ("03_variational_autoencoders", ["import torch\n\ndef kl_divergence(mu, logvar):\n"
+    "kl_mean": ("03_variational_autoencoders", ["def kl_divergence(mu, logvar):\n"
                                                 "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean(1)"]),
     "bomb_cell": ("02_latent_variables_and_autoencoders", [RECON, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
     "bomb_check": ("02_latent_variables_and_autoencoders", [RECON, "import torch\n\ndef add_noise(x, std):\n    keep = []\n    while True:\n"
