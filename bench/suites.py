@@ -359,9 +359,10 @@ def semisupervised(b: Bench) -> None:
     xt, yt = data.mnist_tensors(train=False, n=n_test)
     start = time.perf_counter()
     with torch.no_grad():
-        codes = torch.cat([vae.encode(xb.to(b.device))[0].cpu() for xb in x.split(1000)])
+        codes, logvar = (torch.cat(t) for t in zip(*[[h.cpu() for h in vae.encode(xb.to(b.device))] for xb in x.split(1000)]))
         codes_t = torch.cat([vae.encode(xb.to(b.device))[0].cpu() for xb in xt.split(1000)])
     active = codes.std(0) > 0.1  # the VAE leaves some dimensions unused (codes near 0 for every digit): noise for M2
+    std = (0.5 * logvar[:, active]).exp()  # M2 sees draws of M1's posterior, as in the paper
     enc_s = time.perf_counter() - start
     b.record("semisupervised: active VAE code dimensions", float(active.sum()), f"of {vae.latent_dim}", None, None, enc_s,
              note="std over the 60 000 training codes > 0.1; seconds: encoding 70 000 digits")
@@ -381,7 +382,7 @@ def semisupervised(b: Bench) -> None:
         config.seed_everything(draw)
         m2 = SemiSupervisedVAE(int(active.sum()), z_dim=4, hidden=64)
         train_semisupervised(m2, codes[:, active], codes[few][:, active], y[few], steps=steps, batch_size=128, alpha=1.0, lr=3e-3,
-                             seed=draw, device=b.device, desc=f"M2 draw {draw}")
+                             seed=draw, device=b.device, desc=f"M2 draw {draw}", unlabelled_std=std, labelled_std=std[few])
         with torch.no_grad():
             acc["M1+M2"].append(100 * (m2.classify(codes_t[:, active].to(b.device)).argmax(1).cpu() == yt).float().mean().item())
         secs["M1+M2"] += time.perf_counter() - t0

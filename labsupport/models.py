@@ -365,8 +365,8 @@ class SemiSupervisedVAE(nn.Module):
         self.encoder = mlp(x_dim + num_classes, 2 * z_dim)
         if linear_decoder:
             # one linear-Gaussian map per class, p(x|y, z) = N(b_y + W_y z, diag exp(s_y)): marginally over z each class is a
-            # Gaussian with covariance W_y W_y^T + diag exp(s_y) (factor analysis). Why not an MLP: measured on the VAE's codes
-            # a flexible decoder learns to explain x through z alone and stops using y, and the classifier gains nothing.
+            # Gaussian with covariance W_y W_y^T + diag exp(s_y) (factor analysis). Why not an MLP: in our runs on the VAE's codes
+            # a flexible decoder learnt to explain x through z alone, and the classifier gained less than with this one.
             self.weight = nn.Parameter(0.1 * torch.randn(num_classes, x_dim, z_dim))
             self.bias = nn.Parameter(0.1 * torch.randn(num_classes, x_dim))
             self.log_scale = nn.Parameter(torch.zeros(num_classes, x_dim))

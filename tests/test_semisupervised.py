@@ -105,3 +105,13 @@ def test_a_short_run_learns_from_one_label_per_class():
     assert len(hist["loss"]) == 60 and hist["unlabelled"][-1] < hist["unlabelled"][0]
     assert after >= 0.9 > before + 0.2, (before, after)
     assert not m.training  # handed back in eval mode
+
+
+def test_sampled_inputs_need_both_spreads_and_train():
+    torch.set_num_threads(1)
+    m = SemiSupervisedVAE(x_dim=4, z_dim=2, num_classes=2, hidden=8)
+    x, xl, yl = torch.randn(50, 4), torch.randn(2, 4), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="both"):
+        train_semisupervised(m, x, xl, yl, steps=2, unlabelled_std=torch.ones(50, 4))
+    hist = train_semisupervised(m, x, xl, yl, steps=3, batch_size=8, unlabelled_std=0.1 * torch.ones(50, 4), labelled_std=0.1 * torch.ones(2, 4))
+    assert len(hist["step"]) == 3 and all(math.isfinite(v) for v in hist["loss"])
