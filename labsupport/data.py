@@ -162,3 +162,13 @@ def two_moons(n: int, noise: float = 0.1, seed: int | None = None) -> tuple[torc
     x = torch.stack([t.cos(), t.sin()], dim=1)
     x = torch.where(y[:, None] == 1, torch.stack([1 - t.cos(), 0.5 - t.sin()], dim=1), x)
     return x + noise * torch.randn(n, 2, generator=g), y
+
+
+def few_labels(y: torch.Tensor, per_class: int = 10, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` examples of every class in ``y: (N,)``, drawn with ``seed``: a semi-supervised label draw.
+
+    Returns ``(K * per_class,)`` int64, class by class. Seed 0 gives notebook 06's draw; the bench averages over seeds.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.nonzero(y == d).flatten()[torch.randperm(int((y == d).sum()), generator=g)[:per_class]]
+                      for d in range(int(y.max()) + 1)])

@@ -7,6 +7,7 @@ answered by calling one of them (see ``labsupport.grading``).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -97,3 +98,24 @@ def least_squares(scores: torch.Tensor, target: float) -> torch.Tensor:
 def cycle_l1(G_AB: Callable, G_BA: Callable, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """CycleGAN's cycle-consistency loss E|G_BA(G_AB(a)) - a| + E|G_AB(G_BA(b)) - b| (per-pixel means)."""
     return (G_BA(G_AB(a)) - a).abs().mean() + (G_AB(G_BA(b)) - b).abs().mean()
+
+
+# --- semi-supervised VAEs (Kingma et al., 2014, "M2") -------------------------------------------------
+
+
+def gaussian_nll(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """-log N(x; mu, diag exp(logvar)) summed over the last dim: ``(..., D)`` each -> ``(...)``, in nats."""
+    return 0.5 * ((x - mu).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def marginal_over_labels(labelled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """M2's unlabelled negative ELBO from its labelled ones: ``U(x) = sum_y q(y|x) L(x, y) - H(q(y|x))``.
+
+    ``labelled: (B, K)`` holds ``L(x, y)`` (the negative ELBO with the label y filled in) for every class,
+    ``logits: (B, K)`` those of the classifier q(y|x); returns ``(B,)``. The label becomes one more latent
+    variable whose posterior is q(y|x), hence the expectation, and the entropy its KL to a uniform prior
+    adds (the ``log K`` of that KL is in ``L`` already, as ``-log p(y)``).
+    """
+    log_q = F.log_softmax(logits, dim=-1)
+    q = log_q.exp()
+    return (q * labelled).sum(-1) + (q * log_q).sum(-1)

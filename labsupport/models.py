@@ -11,10 +11,12 @@ Contracts every notebook, metric, widget and checkpoint relies on:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .losses import reparameterize
+from .losses import gaussian_nll, kl_normal, marginal_over_labels, reparameterize
 
 
 # --- The evaluation classifier (notebook 01 trains it; metrics judge generated digits with it) -----
@@ -341,3 +343,71 @@ class MLPDenoiser(nn.Module):
         if self.label is not None:
             emb = emb + self.label(y if y is not None else torch.full_like(t, self.num_classes))
         return self.net(torch.cat([x.flatten(1), emb], 1)).view_as(x)
+
+
+# --- Semi-supervised learning: Kingma et al. (2014)'s M2, here on the codes of a VAE (their "M1+M2") -----
+
+
+class SemiSupervisedVAE(nn.Module):
+    """M2 (Kingma, Rezende, Mohamed & Welling, 2014) over vectors ``x: (B, x_dim)``; notebook 06 feeds it M1's codes.
+
+    Generative story: ``y ~ Cat(1/K)``, ``z ~ N(0, I_z_dim)``, ``x | y, z ~ N(mu(y, z), diag sigma^2(y, z))``.
+    Inference: a classifier ``q(y|x)`` and a label-conditioned encoder ``q(z|x, y) = N(mu(x, y), diag sigma^2(x, y))``.
+    The classifier and the encoder are MLPs (one-hot labels concatenated to the encoder's input); the decoder is one
+    linear-Gaussian map per class (``linear_decoder=True``, see ``__init__`` for why) or a third MLP.
+    """
+
+    def __init__(self, x_dim: int = 32, z_dim: int = 16, num_classes: int = 10, hidden: int = 256, linear_decoder: bool = True):
+        super().__init__()
+        self.x_dim, self.z_dim, self.num_classes, self.linear_decoder = x_dim, z_dim, num_classes, linear_decoder
+        mlp = lambda i, o: nn.Sequential(nn.Linear(i, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, o))
+        self.classifier = mlp(x_dim, num_classes)
+        self.encoder = mlp(x_dim + num_classes, 2 * z_dim)
+        if linear_decoder:
+            # one linear-Gaussian map per class, p(x|y, z) = N(b_y + W_y z, diag exp(s_y)): marginally over z each class is a
+            # Gaussian with covariance W_y W_y^T + diag exp(s_y) (factor analysis). Why not an MLP: in our runs on the VAE's codes
+            # a flexible decoder learnt to explain x through z alone, and the classifier gained less than with this one.
+            self.weight = nn.Parameter(0.1 * torch.randn(num_classes, x_dim, z_dim))
+            self.bias = nn.Parameter(0.1 * torch.randn(num_classes, x_dim))
+            self.log_scale = nn.Parameter(torch.zeros(num_classes, x_dim))
+        else:
+            self.decoder = mlp(z_dim + num_classes, 2 * x_dim)
+
+    def onehot(self, y: torch.Tensor) -> torch.Tensor:
+        """``y: (B,)`` int64 -> ``(B, K)`` float."""
+        return nn.functional.one_hot(y, self.num_classes).float()
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, x_dim)`` -> logits of q(y|x), ``(B, K)``."""
+        return self.classifier(x)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: (B, x_dim)``, one-hot ``y: (B, K)`` -> ``mu, logvar: (B, z_dim)`` of q(z|x, y)."""
+        return self.encoder(torch.cat([x, y], -1)).chunk(2, dim=-1)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z: (B, z_dim)``, one-hot ``y: (B, K)`` -> ``mu, logvar: (B, x_dim)`` of p(x|y, z)."""
+        if self.linear_decoder:
+            mu = torch.einsum("bk,kdz,bz->bd", y, self.weight, z) + y @ self.bias
+            logvar = (y @ self.log_scale).expand_as(mu)
+        else:
+            mu, logvar = self.decoder(torch.cat([z, y], -1)).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 6.0)  # a dimension the data leaves constant would otherwise drive its variance to 0
+
+    def labelled_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO ``L(x, y) = -log p(x|y,z) + KL(q(z|x,y) || p(z)) - log p(y)``, one z draw: ``x: (B, x_dim)``, ``y: (B,)`` -> ``(B,)``."""
+        y1 = self.onehot(y)
+        mu, logvar = self.encode(x, y1)
+        x_mu, x_logvar = self.decode(reparameterize(mu, logvar), y1)
+        return gaussian_nll(x, x_mu, x_logvar) + kl_normal(mu, logvar) + math.log(self.num_classes)
+
+    def unlabelled_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Negative ELBO with y summed out: ``x: (B, x_dim)`` -> ``U(x): (B,)`` and the classifier's logits ``(B, K)``.
+
+        Every class is tried for every x in one batch of ``B * K`` rows (:func:`labsupport.losses.marginal_over_labels`).
+        """
+        B, K = len(x), self.num_classes
+        ys = torch.arange(K, device=x.device).repeat(B)                                        # (B*K,): 0..K-1 for each x
+        labelled = self.labelled_loss(x.repeat_interleave(K, dim=0), ys).view(B, K)           # (B, K)
+        logits = self.classify(x)
+        return marginal_over_labels(labelled, logits), logits
