@@ -320,6 +320,45 @@ def denoise(b: Bench) -> None:
 
 
 @suite
+def anomaly(b: Bench) -> None:
+    """Issue 20: notebook 06's anomaly detector. A VAE trained on every digit but 7 for the notebook's budget; AUROC on the
+    test set of the raw likelihood (negative ELBO at z = mu), the PNG-corrected one and the k-NN density of the code mu(x)."""
+    from labsupport.config import seed_everything
+    from labsupport.models import MLPVAE
+    from labsupport.train import train_vae
+    from sklearn.metrics import roc_auc_score
+
+    held_out, budget = 7, b.pick(34.0, 4.0)  # notebook 06's BUDGET_S
+    x, y = data.mnist_tensors(train=True, n=b.pick(None, 10_000))
+    xt, yt = data.mnist_tensors(train=False, n=b.pick(None, 2000))
+    keep = y != held_out
+    seed_everything(b.seed)
+    vae = MLPVAE(20, 256).to(b.device)
+    start = time.perf_counter()
+    hist = train_vae(vae, x[keep], max_seconds=budget, seed=b.seed, device=b.device, desc=f"VAE without {held_out}s")
+    train_s = time.perf_counter() - start
+    xt_bin = data.binarize(xt, generator=torch.Generator().manual_seed(0))
+    x_ref = x[keep][torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(1))[:30_000]]  # notebook 06's N_CODES
+    x_bin = data.binarize(x_ref, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mu, logvar = vae.encode(xt_bin.to(b.device))
+        raw = (F.binary_cross_entropy_with_logits(vae.decode(mu), xt_bin.to(b.device), reduction="none").flatten(1).sum(1)
+               + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).cpu()
+        train_codes = torch.cat([vae.encode(xb.to(b.device))[0].cpu() for xb in x_bin.split(1000)])
+    corrected = raw - torch.log(torch.tensor(2.0)) * 8 * metrics.png_bytes(xt_bin).float()
+    start = time.perf_counter()
+    latent = metrics.knn_neg_log_density(train_codes, mu.cpu(), k=5)
+    knn_s = time.perf_counter() - start
+    is_new = (yt == held_out).numpy()
+    note = f"{hist['step'][-1]} steps in {budget:.0f} s, {len(xt)} test digits"
+    b.record(f"anomaly, unseen {held_out}s: AUROC, negative ELBO at z = mu", roc_auc_score(is_new, raw.numpy()), "AUROC", None, None, train_s, note=note)
+    b.record(f"anomaly, unseen {held_out}s: AUROC, PNG-corrected", roc_auc_score(is_new, corrected.numpy()), "AUROC", None, None, 0)
+    a = roc_auc_score(is_new, latent.numpy())
+    b.record(f"anomaly, unseen {held_out}s: AUROC, k-NN density of the code", a, "AUROC", ">= 0.85", a >= 0.85, knn_s,
+             note=f"{len(train_codes)} training codes, k = 5")
+
+
+@suite
 def gan_variants(b: Bench) -> None:
     """Notebook 05: WGAN-GP vs the vanilla GAN on the ring and grid (same nets, batch, G steps; median over seeds), the shipped cGAN."""
     from labsupport.train import toy_gan
