@@ -61,6 +61,14 @@ class Progress:
         """Whether the time budget is used up."""
         return self.by_time and self.elapsed() >= self.seconds
 
+    def record(self, history: dict[str, list[float]], **values: float) -> bool:
+        """Append ``values`` and the elapsed seconds to ``history`` (one list per key), count the step;
+        True when the time budget is used up."""
+        for k, v in {**values, "seconds": self.elapsed()}.items():
+            history[k].append(v)
+        self.update()
+        return self.done()
+
     def close(self) -> None:
         self.bar.close()
 
@@ -531,10 +539,7 @@ def train_cyclegan(
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            for k, v in (("step", step), ("g_adv", adv.item()), ("cycle", cyc.item()), ("d_loss", loss_d.item()), ("seconds", bar.elapsed())):
-                history[k].append(v)
-            bar.update()
-            if bar.done():
+            if bar.record(history, step=step, g_adv=adv.item(), cycle=cyc.item(), d_loss=loss_d.item()):
                 break
     finally:
         bar.close()
@@ -604,11 +609,7 @@ def train_semisupervised(
             loss.backward()
             opt.step()
             sched.step()
-            for k, v in (("step", step), ("loss", loss.item()), ("labelled", lab.item()), ("unlabelled", unlab.item()),
-                         ("ce", ce.item()), ("seconds", bar.elapsed())):
-                history[k].append(v)
-            bar.update()
-            if bar.done():
+            if bar.record(history, step=step, loss=loss.item(), labelled=lab.item(), unlabelled=unlab.item(), ce=ce.item()):
                 break
     finally:
         bar.close()
