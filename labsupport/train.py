@@ -209,6 +209,12 @@ def train_vae(
 # --- diffusion models ----------------------------------------------------------------------------
 
 
+def _conv_format(device: torch.device) -> torch.memory_format:
+    """On the CPU, oneDNN's convolutions are faster on channels-last weights (2 cores: a DCGAN step 15 -> 20
+    steps/s, notebook 08's U-Net at batch 32 16.5 -> 18.3); only 4D weights change, so MLPs are untouched."""
+    return torch.channels_last if device.type == "cpu" else torch.preserve_format
+
+
 def train_diffusion(
     model: torch.nn.Module, x: torch.Tensor, schedule: Schedule, *, y: torch.Tensor | None = None, epochs: int | None = None,
     max_seconds: float | None = None, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.1, ema_decay: float | None = 0.999,
@@ -228,7 +234,7 @@ def train_diffusion(
     if epochs is None:
         epochs = 10 if max_seconds is None else 10**6
     device = resolve_device(device, model)
-    model.to(device)
+    model.to(device, memory_format=_conv_format(device))
     loader = TensorLoader(*((x,) if y is None else (x, y)), batch_size=batch_size, seed=seed, drop_last=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     total, start = (epochs * len(loader) if epochs < 10**6 else None), time.perf_counter()
@@ -389,11 +395,8 @@ def train_gan(
     iteration; ``d_real``/``d_fake`` are the mean of sigmoid(D) on the last real/fake batch.
     """
     device = resolve_device(device, G)
-    # On the CPU, oneDNN's convolutions are faster on channels-last weights (a DCGAN step: 15 -> 20
-    # steps/s on 2 cores); this changes only 4D weights, so MLPs are untouched.
-    fmt = torch.channels_last if device.type == "cpu" else torch.preserve_format
-    G.to(device, memory_format=fmt).train()
-    D.to(device, memory_format=fmt).train()
+    G.to(device, memory_format=_conv_format(device)).train()
+    D.to(device, memory_format=_conv_format(device)).train()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
     losses = dict(d_loss=d_loss, g_loss=g_loss, d_penalty=d_penalty)
