@@ -61,12 +61,12 @@ class Progress:
         """Whether the time budget is used up."""
         return self.by_time and self.elapsed() >= self.seconds
 
-    def record(self, history: dict[str, list[float]], **values: float) -> bool:
-        """Append ``values`` and the elapsed seconds to ``history`` (one list per key), count the step;
-        True when the time budget is used up."""
+    def record(self, history: dict[str, list[float]], postfix: dict[str, str] | None = None, **values: float) -> bool:
+        """Append ``values`` and the elapsed seconds to ``history`` (one list per key), count the step
+        (``postfix`` shown beside the bar); True when the time budget is used up."""
         for k, v in {**values, "seconds": self.elapsed()}.items():
             history[k].append(v)
-        self.update()
+        self.update(**(postfix or {}))
         return self.done()
 
     def close(self) -> None:
@@ -132,15 +132,10 @@ def fit(
                 if scheduler is not None:
                     scheduler.step()
                 step += 1
-                history["step"].append(step)
-                history["loss"].append(loss.item())
-                history["seconds"].append(bar.elapsed())
-                for k, v in logs.items():
-                    history[k].append(float(v))
+                bar.record(history, postfix={"loss": f"{loss.item():.4g}"}, step=step, loss=loss.item(), **{k: float(v) for k, v in logs.items()})
                 if callback is not None:
                     callback(step, model)
-                bar.update(loss=f"{loss.item():.4g}")
-                if (max_steps is not None and step >= max_steps) or bar.done():
+                if (max_steps is not None and step >= max_steps) or bar.done():  # after the callback: its time counts
                     return dict(history)
     finally:
         bar.close()
@@ -416,16 +411,12 @@ def train_gan(
             loss_d, loss_g = out["loss_d"], out["loss_g"]
             if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
                 raise FloatingPointError(f"GAN losses became {loss_d.item()}, {loss_g.item()} at step {it}: lower the learning rates")
-            history["step"].append(it)
-            history["d_loss"].append(loss_d.item())
-            history["g_loss"].append(loss_g.item())
-            history["d_real"].append(torch.sigmoid(out["real_logits"].detach().float()).mean().item())
-            history["d_fake"].append(torch.sigmoid(out["fake_logits"].detach().float()).mean().item())
-            history["seconds"].append(bar.elapsed())
-            bar.update(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
+            bar.record(history, postfix={"d": f"{loss_d.item():.3f}", "g": f"{loss_g.item():.3f}"}, step=it, d_loss=loss_d.item(), g_loss=loss_g.item(),
+                       d_real=torch.sigmoid(out["real_logits"].detach().float()).mean().item(),
+                       d_fake=torch.sigmoid(out["fake_logits"].detach().float()).mean().item())
             if callback is not None:
                 callback(it, G, D)
-            if bar.done():
+            if bar.done():  # after the callback: its time counts
                 break
     finally:
         bar.close()
