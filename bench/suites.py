@@ -238,7 +238,7 @@ def dcgan(b: Bench) -> None:
         fake = torch.cat([G(torch.randn(500, G.latent_dim, device=b.device)).cpu() for _ in range(n // 500)])
     is_mean, _ = metrics.inception_score(fake, clf)
     fid = metrics.frechet_distance(xt[:n], fake, clf)
-    floor = metrics.frechet_distance(xt[:n], x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:n]], clf)
+    floor = metrics.fid_floor(x, xt, clf, n)
     halves = metrics.frechet_distance(xt[:n], xt[5000 : 5000 + n], clf)  # inflated: MNIST's test halves come from different writers
     label = "150 steps" if b.fast else "5-min budget"  # names stay fixed so a rerun replaces its records
     b.record(f"DCGAN ({label}): classifier IS ({n} samples)", is_mean, "", ">= 8", is_mean >= 8 if not b.fast else None, secs,
@@ -272,7 +272,7 @@ def diffusion(b: Bench) -> None:
     schedule = dif.cosine_schedule(cfg["T"])
     labels = torch.arange(10).repeat_interleave(n // 10)
     x, y = data.mnist_tensors(train=True)
-    floor = metrics.frechet_distance(xt[:n], x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:n]], clf)  # as the DCGAN suite
+    floor = metrics.fid_floor(x, xt, clf, n)
     models_to_measure = [("shipped", pretrained.load("diffusion", b.device), pretrained.manifest()["diffusion"]["train_seconds"])]
     if not b.fast:
         seed_everything(b.seed)
@@ -313,7 +313,7 @@ def diffusion_seeds(b: Bench) -> None:
     xt, _ = data.mnist_tensors(train=False)
     schedule = dif.cosine_schedule(cfg["T"])
     labels = torch.arange(10).repeat_interleave(n // 10)
-    floor = metrics.frechet_distance(xt[:n], x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]], clf)
+    floor = metrics.fid_floor(x, xt, clf, n, seed=0)
     scores = {3.0: [], 1.0: []}
     for seed in seeds:
         seed_everything(seed)

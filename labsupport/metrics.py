@@ -93,6 +93,13 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor, classifier: nn.Modu
     return float(fid.compute())
 
 
+def fid_floor(x_train: torch.Tensor, x_test: torch.Tensor, classifier: nn.Module, n: int, seed: int = 1) -> float:
+    """The real-vs-real FID floor: ``n`` random training digits against the first ``n`` test digits (the protocol the
+    models' FIDs use). Not two test halves: MNIST's first 5000 test digits come from other writers than the last 5000."""
+    real = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:n]]
+    return frechet_distance(x_test[:n], real, classifier)
+
+
 def inception_score(images: torch.Tensor, classifier: nn.Module, splits: int = 10, seed: int = 0) -> tuple[float, float]:
     """Classifier inception score exp(E_x KL(p(y|x) || p(y))): mean and std over ``splits`` (max 10 on MNIST).
 

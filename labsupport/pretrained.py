@@ -105,10 +105,9 @@ def _diffusion_spec() -> Spec:
         ms = 1000 * (time.perf_counter() - start) / len(labels)
         xt, _ = mnist_tensors(train=False)
         is_mean, _ = metrics.inception_score(images, clf)
-        real = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:5000]]
         return ema, {**{k: v for k, v in cfg.items()}, "steps": hist["step"][-1], "final_loss": round(hist["loss"][-1], 4),
                      "inception_score": round(is_mean, 3), "fid_vs_test": round(metrics.frechet_distance(xt[:5000], images, clf), 2),
-                     "fid_floor_train_vs_test": round(metrics.frechet_distance(xt[:5000], real, clf), 2),
+                     "fid_floor_train_vs_test": round(metrics.fid_floor(x, xt, clf, 5000), 2),
                      "label_accuracy": round(metrics.accuracy(clf, images, labels), 4), "ms_per_sample": round(ms, 1), "n_samples": len(labels)}
 
     return Spec(build=lambda: DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"]), train=fit_diffusion)
@@ -158,10 +157,9 @@ def _dcgan_spec() -> Spec:
         with torch.no_grad():
             images = torch.cat([ema(z.to(dev)).cpu() for z in torch.randn(5000, cfg["latent_dim"], generator=torch.Generator().manual_seed(1)).split(500)])
         xt, _ = mnist_tensors(train=False)
-        real = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:5000]]  # the floor: real digits vs the test digits
         return ema.cpu(), {**{k: v for k, v in cfg.items()}, "steps": done, "inception_score": round(metrics.inception_score(images, clf)[0], 3),
                            "fid_vs_test": round(metrics.frechet_distance(xt[:5000], images, clf), 2),
-                           "fid_floor_train_vs_test": round(metrics.frechet_distance(xt[:5000], real, clf), 2), "n_samples": len(images)}
+                           "fid_floor_train_vs_test": round(metrics.fid_floor(x, xt, clf, 5000), 2), "n_samples": len(images)}
 
     return Spec(build=build, train=fit_dcgan)
 
