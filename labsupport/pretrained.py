@@ -84,8 +84,9 @@ def _cgan_spec(schedule: tuple[tuple[float, float], ...] = ((8e-4, 6), (2e-4, 3)
     return Spec(build=ConditionalGenerator, train=fit_cgan)
 
 
-DIFFUSION = {"width": 16, "T": 1000, "schedule": "cosine", "epochs": 20, "batch_size": 128, "lr": 2e-3, "p_uncond": 0.1,
-             "sample_steps": 25, "guidance": 1.0}  # notebook 08's shipped denoiser and the sampler its metrics use
+DIFFUSION = {"width": 16, "T": 1000, "schedule": "cosine", "epochs": 16, "batch_size": 32, "lr": 2e-3, "p_uncond": 0.1,
+             "ema_decay": 0.999, "sample_steps": 25, "guidance": 0.5}  # notebook 08's shipped denoiser and the sampler its metrics use
+# guidance 0.5: on the earlier shipped model (2000 samples, DDIM 25) FID was 19.3 at w = 0, 10.4 at 0.5, 15.3 at 1
 
 
 def _diffusion_spec() -> Spec:
@@ -97,7 +98,7 @@ def _diffusion_spec() -> Spec:
         schedule = diffusion.cosine_schedule(cfg["T"])
         model = DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"])
         hist, ema = train_diffusion(model, x, schedule, y=y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                    p_uncond=cfg["p_uncond"], seed=0, device=dev, desc="diffusion")
+                                    p_uncond=cfg["p_uncond"], ema_decay=cfg["ema_decay"], seed=0, device=dev, desc="diffusion")
         clf = load("classifier", dev)
         labels = torch.arange(10).repeat_interleave(500)
         start = time.perf_counter()
