@@ -477,7 +477,7 @@ def semisupervised(b: Bench) -> None:
     from labsupport.models import SemiSupervisedVAE
     from labsupport.train import train_semisupervised
 
-    draws, steps, n_test = b.pick(list(range(5)), [0, 1]), b.pick(1000, 100), b.pick(None, 2000)
+    draws, steps, n_test = b.pick(list(range(5)), [0, 1]), b.pick(4000, 100), b.pick(None, 2000)
     vae = pretrained.load_or_train("vae", device=b.device)
     x, y = data.mnist_tensors(train=True)
     xt, yt = data.mnist_tensors(train=False, n=n_test)
