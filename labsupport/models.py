@@ -411,3 +411,32 @@ class SemiSupervisedVAE(nn.Module):
         labelled = self.labelled_loss(x.repeat_interleave(K, dim=0), ys).view(B, K)           # (B, K)
         logits = self.classify(x)
         return marginal_over_labels(labelled, logits), logits
+
+
+class GaussianClasses(nn.Module):
+    """One full-covariance Gaussian per class, ``p(x, y) = pi_y N(x; mu_y, Sigma_y)``, over vectors ``x: (B, D)``.
+
+    The generative classifier behind :func:`labsupport.train.fit_semisupervised_gmm` (M2 without its ``z_2``:
+    each class's codes are one Gaussian, fitted exactly by EM instead of by gradient steps on an ELBO).
+    Buffers: ``means: (K, D)``, ``covs: (K, D, D)``, ``log_prior: (K,)``, float64.
+    """
+
+    def __init__(self, means: torch.Tensor, covs: torch.Tensor, log_prior: torch.Tensor):
+        super().__init__()
+        self.register_buffer("means", means.double())
+        self.register_buffer("covs", covs.double())
+        self.register_buffer("log_prior", log_prior.double())
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, D)`` -> ``log p(x, y): (B, K)`` for every class ``y``."""
+        L = torch.linalg.cholesky(self.covs)                                                   # (K, D, D)
+        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
+        Linv = torch.linalg.solve_triangular(L, eye, upper=False)                              # (K, D, D)
+        white = torch.einsum("kde,be->bkd", Linv, x.double()) - torch.einsum("kde,ke->kd", Linv, self.means)  # (B, K, D)
+        half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)                        # (K,)
+        return (self.log_prior - half_logdet - 0.5 * white.pow(2).sum(-1)
+                - 0.5 * L.shape[-1] * math.log(2 * math.pi))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, D)`` -> log posterior ``log p(y|x): (B, K)`` (use like logits)."""
+        return self.log_joint(x).log_softmax(-1)
