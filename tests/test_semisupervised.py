@@ -115,3 +115,19 @@ def test_sampled_inputs_need_both_spreads_and_train():
         train_semisupervised(m, x, xl, yl, steps=2, unlabelled_std=torch.ones(50, 4))
     hist = train_semisupervised(m, x, xl, yl, steps=3, batch_size=8, unlabelled_std=0.1 * torch.ones(50, 4), labelled_std=0.1 * torch.ones(2, 4))
     assert len(hist["step"]) == 3 and all(math.isfinite(v) for v in hist["loss"])
+
+
+def test_semisupervised_em_labels_the_clusters_and_checks_its_input():
+    """Two well-separated 2D blobs, one label each: EM finds both Gaussians and names them by the labels."""
+    from labsupport.train import fit_semisupervised_gmm
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-3.0, 0.0], [3.0, 1.0]])
+    y = torch.arange(2).repeat_interleave(200)
+    x = centres[y] + 0.5 * torch.randn(400, 2, generator=g)
+    gmm = fit_semisupervised_gmm(x, x[[0, 200]], y[[0, 200]], num_classes=2, unlabelled_weight=1.0, iters=30)
+    assert (gmm.classify(x).argmax(1) == y).float().mean() > 0.99
+    assert torch.allclose(gmm.means.float(), centres, atol=0.2), gmm.means
+    assert torch.allclose(gmm.log_prior.exp(), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.02)
+    with pytest.raises(ValueError, match="none for \\[1\\]"):
+        fit_semisupervised_gmm(x, x[:2], y[:2], num_classes=2)
