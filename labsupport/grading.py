@@ -142,8 +142,23 @@ def identify(nb, exercises: dict[str, list[dict]], assignment: str | None) -> tu
 
 # --- running a submission -----------------------------------------------------------------------
 
+# A kernel that fills its memory to within a few hundred kB of the limit can die while IPython formats the
+# error or its threads answer the grader (measured: about one in five runs at under 1 MB of room; plain Python
+# survives). So part of the limit is kept back in the kernel and handed back as soon as a cell runs out of memory.
+RESERVE_MB = 64
+RESERVE = f"""import sys as _s
+_s._labsupport_reserve = bytearray({RESERVE_MB} * 2**20)
+
+def _labsupport_out_of_memory(shell, etype, value, tb, tb_offset=None):
+    if issubclass(etype, MemoryError) or "allocate memory" in str(value):
+        _s._labsupport_reserve = None  # room for the traceback and the reply
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+
+get_ipython().set_custom_exc((MemoryError, RuntimeError), _labsupport_out_of_memory)
+del _labsupport_out_of_memory"""
 RELEASE = ("import sys as _s, gc as _g\nfor _n in ('last_type', 'last_value', 'last_traceback', 'last_exc'):\n    setattr(_s, _n, None)\n"
-           "_ip = get_ipython()\n_ip.InteractiveTB.tb = _ip.last_execution_result = None\n_g.collect()")  # IPython keeps the last error in both
+           "_ip = get_ipython()\n_ip.InteractiveTB.tb = _ip.last_execution_result = None\n_g.collect()\n"  # IPython keeps the last error in both
+           f"try:\n    _s._labsupport_reserve = bytearray({RESERVE_MB} * 2**20)  # for the next time\nexcept MemoryError:\n    pass")
 EXPORT = '''
 def __labsupport_export(names, folder):
     import os
@@ -266,6 +281,8 @@ async def _execute(nb, ids: list[str], work: Path, export: Path, s: Settings) ->
             if s.memory_limit > 0:  # before any cell: the kernel (and what it starts) may not hold more data than this
                 limit = s.memory_limit * 2**20
                 resource.prlimit(client.km.provisioner.process.pid, resource.RLIMIT_DATA, (limit, limit))
+                probe = await ensure_async(client.kc.execute(RESERVE, silent=True, store_history=False))
+                await _reply(client, probe, 30)
             pending = list(ids)
             for i, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():

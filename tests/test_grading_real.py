@@ -54,6 +54,11 @@ def discriminator_loss(real_logits, fake_logits):
 BOMB = ("import torch\n\ndef grow():\n    keep = []\n    for step in range(400):  # 100 MB a step, far past the limit\n"
         "        keep.append(torch.ones(25_000_000))\n\ngrow()")
 ROOM = "import torch\nroom = torch.ones(50_000_000)  # 200 MB: fits only if the grader gave the bomb's memory back\ndel room"
+# the same bomb, but with the kernel's data padded first so that the failing 100 MB block leaves only about 100 kB
+# of room: without the grader's reserve, IPython died while reporting the error in about one run in five
+TIGHT = ("import resource, torch\n\ndef data():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmData')).split()[1]) * 1024\n\n"
+         "limit = resource.getrlimit(resource.RLIMIT_DATA)[0]\nprobe = [torch.ones(25_000_000)]\nbefore = data()\nprobe.append(torch.ones(25_000_000))\n"
+         "block = data() - before\ndel probe\npad = torch.empty(max(0, (limit - data()) % block - 100_000) // 4)")
 RECON = "def reconstruction_error(x, x_hat):\n    return (x - x_hat).pow(2).flatten(1).sum(1)"
 
 CLASS = {  # student: (assignment, cells)
@@ -75,6 +80,7 @@ CLASS = {  # student: (assignment, cells)
     "kl_mean": ("03_variational_autoencoders", ["def kl_divergence(mu, logvar):\n"
                                                 "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean(1)"]),
     "bomb_cell": ("02_latent_variables_and_autoencoders", [RECON, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
+    "bomb_tight": ("02_latent_variables_and_autoencoders", [RECON, TIGHT, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
     "bomb_check": ("02_latent_variables_and_autoencoders", [RECON, "import torch\n\ndef add_noise(x, std):\n    keep = []\n    while True:\n"
                                                                    "        keep.append(torch.ones(25_000_000))"]),
 }
@@ -173,6 +179,13 @@ def test_a_cell_that_grows_past_the_memory_limit_keeps_the_marks_before(real_cla
     assert [c["cell"] for c in row["cell_errors"]] == [2], row["cell_errors"]
     assert "allocate" in row["cell_errors"][0]["evalue"]
     assert any(f"limit is {MEMORY_MB} MB" in p for p in row["problems"]), row["problems"]
+
+
+def test_a_cell_that_fills_memory_to_the_last_kilobytes_does_not_kill_the_kernel(real_class):
+    row = real_class[2]["bomb_tight"]
+    assert "memory" in row["status"].split(";") and "kernel-died" not in row["status"], (row["status"], row["problems"])
+    assert [c["cell"] for c in row["cell_errors"]] == [3], row["cell_errors"]
+    assert _ex(real_class[2], "bomb_tight", "add_noise")["score"] == 1
 
 
 def test_a_function_that_grows_past_the_memory_limit_scores_zero(real_class):
