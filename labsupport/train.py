@@ -614,7 +614,7 @@ def train_semisupervised(
 def fit_semisupervised_gmm(
     x_unlabelled: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor, *, num_classes: int = 10,
     unlabelled_weight: float = 0.01, iters: int = 100, ridge: float = 1e-4,
-) -> "GaussianClasses":
+) -> GaussianClasses:
     """Semi-supervised EM (Nigam, McCallum, Thrun & Mitchell, 2000) for one full-covariance Gaussian per class.
 
     ``x_unlabelled: (N, D)``, ``x_labelled: (L, D)``, ``y_labelled: (L,)`` -> a fitted :class:`labsupport.models.GaussianClasses`.
