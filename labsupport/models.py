@@ -153,7 +153,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = 64, width: int = 64):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.width = latent_dim, width
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 2 * width * 7 * 7), nn.Unflatten(1, (2 * width, 7, 7)), nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),

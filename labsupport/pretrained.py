@@ -115,13 +115,15 @@ def _diffusion_spec() -> Spec:
     return Spec(build=lambda: DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"]), train=fit_diffusion)
 
 
-DCGAN = {"latent_dim": 16, "width": 32, "d_width": 16, "d_depth": 4, "batch_size": 64, "betas": (0.5, 0.999), "ema_decay": 0.999,
-         "phases": ((4e-3, 2e-3, 22500),)}  # notebook 04's recipe, 24 epochs: (lr G, lr D, steps) phases
+DCGAN = {"latent_dim": 16, "width": 64, "d_width": 16, "d_depth": 4, "batch_size": 64, "betas": (0.5, 0.999), "ema_decay": 0.999,
+         "phases": ((4e-3, 2e-3, 30000),)}  # notebook 04's recipe with a G twice as wide, 32 epochs: (lr G, lr D, steps) phases
 
 
 def _dcgan_spec() -> Spec:
-    """Notebook 04's DCGAN and recipe trained 24 epochs; an exponential moving average of G's weights is shipped (a GAN's
-    raw weights keep circling the equilibrium; their average sits nearer it). A second phase at a quarter of the rates scored lower on both IS and FID."""
+    """Notebook 04's DCGAN and recipe with G twice as wide (width 64), trained 32 epochs; an exponential moving average of G's
+    weights is shipped (a GAN's raw weights keep circling the equilibrium; their average sits nearer it). Measured at training
+    (5000 samples, floor 4.55): width 32 for 22 500 steps IS 8.68 / FID 7.39; the same with a second phase at a quarter of
+    the rates IS 8.59 / FID 8.30; width 64 for 30 000 steps IS 8.80 / FID 6.17 (26 min on 2 CPU cores)."""
     cfg = DCGAN
 
     def build() -> nn.Module:
