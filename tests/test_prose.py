@@ -44,8 +44,8 @@ def stated_numbers(text: str) -> list[tuple[str, float, bool]]:
     return [(m.group(0), float(re.sub(r"[ ,%]", "", m.group(0))), bool(m.group(1))) for m in NUMBER.finditer(visible)]
 
 
-def unproduced(nb) -> list[str]:
-    code = literals("\n".join(c.source for c in nb.cells if c.cell_type == "code")) | PACKAGE
+def unproduced(nb, package: set[float] = PACKAGE) -> list[str]:
+    code = literals("\n".join(c.source for c in nb.cells if c.cell_type == "code")) | package
     problems = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
@@ -67,7 +67,7 @@ def test_the_scan_finds_typed_numbers_and_lets_code_numbers_through():
         nbformat.v4.new_markdown_cell("It reaches 97.3% accuracy and compresses 26 times."),
         nbformat.v4.new_markdown_cell("Q?\n<!-- BEGIN SOLUTION -->\nThe answer is 0.693.\n<!-- END SOLUTION -->"),
     ])
-    problems = unproduced(nb)
+    problems = unproduced(nb, package=set())  # the package's own numbers change with it; this test must not
     assert len(problems) == 2 and "'97.3%'" in problems[0] and "'26'" in problems[1], problems
 
 
