@@ -429,13 +429,8 @@ class GaussianClasses(nn.Module):
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, D)`` -> ``log p(x, y): (B, K)`` for every class ``y``."""
-        L = torch.linalg.cholesky(self.covs)                                                   # (K, D, D)
-        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
-        Linv = torch.linalg.solve_triangular(L, eye, upper=False)                              # (K, D, D)
-        white = torch.einsum("kde,be->bkd", Linv, x.double()) - torch.einsum("kde,ke->kd", Linv, self.means)  # (B, K, D)
-        half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)                        # (K,)
-        return (self.log_prior - half_logdet - 0.5 * white.pow(2).sum(-1)
-                - 0.5 * L.shape[-1] * math.log(2 * math.pi))
+        gaussians = torch.distributions.MultivariateNormal(self.means, scale_tril=torch.linalg.cholesky(self.covs))  # batch (K,)
+        return self.log_prior + gaussians.log_prob(x.double()[:, None, :])                   # (B, 1, D) against (K,) -> (B, K)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, D)`` -> log posterior ``log p(y|x): (B, K)`` (use like logits)."""
