@@ -178,6 +178,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         if depth not in (1, 2, 3, 4):  # a fifth halving would leave no pixels
             raise ValueError(f"depth must be 1 to 4 strided convolutions for 28x28 images, got {depth}")
+        self.width = width
         layers, c, side = [nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2)], width, 14
         for _ in range(depth - 1):
             layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
