@@ -35,6 +35,7 @@ class Bench:
         self.records: list[dict] = []
         self.notebook_modes: list[str] | None = None  # notebooks suite: which modes, which notebooks (None: the default)
         self.notebook_prefixes: list[str] | None = None
+        self.suite: str | None = None  # set by the runner: every record names the suite that made it
 
     def pick(self, normal, fast):
         return fast if self.fast else normal
@@ -46,7 +47,7 @@ class Bench:
         rec = {
             "name": name, "value": round(float(value), 4) if value == value else None, "unit": unit,
             "target": target, "pass": ok, "seconds": round(seconds, 1), "device": str(self.device),
-            "torch": torch.__version__, "seed": self.seed, "mode": self.mode, "note": note,
+            "torch": torch.__version__, "seed": self.seed, "mode": self.mode, "note": note, "suite": self.suite,
         }
         self.records.append(rec)
         flag = "" if ok is None else (" PASS" if ok else " FAIL")

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     for name in args.only or list(SUITES):
         print(f"## {name}", flush=True)
-        start = time.perf_counter()
+        start, bench.suite = time.perf_counter(), name
         try:
             SUITES[name](bench)
         except Exception:
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             bench.record(f"{name}: crashed", float("nan"), "", ok=False, seconds=time.perf_counter() - start)
     results = {"mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": machine(), "records": bench.records}
-    if args.only and out.exists():  # keep the other suites' records from the last run
+    if args.only and out.exists():  # keep the other suites' records from the last run; a suite that ran replaces all of its own
         old = json.loads(out.read_text())
         ran = {r["name"] for r in bench.records}
-        results["records"] = [r for r in old["records"] if r["name"] not in ran and not any(r["name"].startswith(s + ":") for s in args.only)] + bench.records
+        results["records"] = [r for r in old["records"] if r.get("suite") not in args.only and r["name"] not in ran] + bench.records
     out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n" + table(bench.records))
     print(f"\nwrote {out} ({machine()})")

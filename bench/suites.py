@@ -154,8 +154,7 @@ def notebooks(b: Bench) -> None:
                 for line in report.read_text().splitlines() if report.exists() else []:
                     r = json.loads(line)
                     b.record(f"{p.stem[:2]} ({mode}): {r['name']}", r["value"], r["unit"], None, None, 0)
-            # 04 and 06 train DCGANs for up to 5 minutes each, on top of their other experiments
-            limit = {"fast": 90, "normal": 600 if p.stem.startswith(("04", "06")) else 300}[mode]
+            limit = {"fast": 90, "normal": 300}[mode]  # the course's promise: every notebook within 5 minutes on 2 CPU cores
             ok = res["error"] is None and res["seconds"] <= limit
             b.record(f"notebook {p.stem} ({mode} mode)", res["seconds"], "s", f"<= {limit}", ok, res["seconds"], note=res["error"] or "")
 
@@ -255,9 +254,8 @@ def dcgan(b: Bench) -> None:
     b.record(f"DCGAN (shipped): classifier IS ({n} samples)", is_mean, "", ">= 9", is_mean >= 9 if not b.fast else None, 0, note=note)
     b.record(f"DCGAN (shipped): classifier FID vs test", fid, "", f"<= 1.05 x floor {floor:.1f}", fid <= 1.05 * floor if not b.fast else None, 0, note=note)
     # what keeps the IS below real digits': samples the classifier hesitates on (notebook 04 shows the worst of them)
-    unclear = (metrics.predict_proba(clf, fake).max(1).values < 0.9).float().mean().item()
-    unclear_real = (metrics.predict_proba(clf, xt).max(1).values < 0.9).float().mean().item()
-    b.record(f"DCGAN (shipped): samples the classifier gives under 90% to its top digit ({n})", 100 * unclear, "%", None, None, 0,
+    unclear, unclear_real = (metrics.unclear_fraction(metrics.predict_proba(clf, images)) for images in (fake, xt))
+    b.record(f"DCGAN (shipped): samples the classifier gives under {metrics.UNCLEAR_BELOW:.0%} to its top digit ({n})", 100 * unclear, "%", None, None, 0,
              note=f"real test digits: {100 * unclear_real:.1f}% of {len(xt)}")
 
 

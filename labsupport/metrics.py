@@ -47,6 +47,16 @@ def predict_proba(classifier: nn.Module, images: torch.Tensor, batch_size: int =
     return torch.cat([F.softmax(classifier(images[i : i + batch_size].to(dev)).float(), 1).cpu() for i in range(0, len(images), batch_size)])
 
 
+UNCLEAR_BELOW = 0.9  # notebook 04 and the bench: a sample is unclear when the classifier gives its top digit less than this
+
+
+def unclear_fraction(probs: torch.Tensor, below: float = UNCLEAR_BELOW) -> float:
+    """Fraction of the rows of ``probs: (N, classes)`` (e.g. from :func:`predict_proba`) whose top probability is under ``below``."""
+    if probs.dim() != 2 or len(probs) == 0:
+        raise ValueError(f"probs must be a non-empty (N, classes) tensor, got shape {tuple(probs.shape)}")
+    return (probs.max(1).values < below).float().mean().item()
+
+
 def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` whose predicted digit equals ``labels``."""
     return (predict_proba(classifier, images).argmax(1) == labels.cpu()).float().mean().item()

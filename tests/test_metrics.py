@@ -98,3 +98,11 @@ def test_report_hands_numbers_to_the_bench(tmp_path, monkeypatch):
     metrics.report("accuracy", 93.0, "%")
     rows = [json.loads(line) for line in f.read_text().splitlines()]
     assert rows == [{"name": "AUROC", "value": 0.75, "unit": ""}, {"name": "accuracy", "value": 93.0, "unit": "%"}]
+
+
+def test_unclear_fraction_counts_rows_whose_top_probability_is_under_the_threshold():
+    probs = torch.tensor([[0.95, 0.05], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7]])
+    assert metrics.unclear_fraction(probs) == 0.5  # 0.9 itself is not under 0.9
+    assert metrics.unclear_fraction(probs, below=0.6) == 0.25
+    with pytest.raises(ValueError, match="shape"):
+        metrics.unclear_fraction(torch.tensor([0.5, 0.5]))
