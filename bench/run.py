@@ -67,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.record(f"{name}: crashed", float("nan"), "", ok=False, seconds=time.perf_counter() - start)
     results = {"mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": machine(), "records": bench.records}
-    if args.only and out.exists():  # keep the other suites' records from the last run; a suite that ran replaces all of its own
+    if args.only and out.exists():  # keep the other suites' records from the last run; a suite that ran whole replaces all of its own
         old = json.loads(out.read_text())
         ran = {r["name"] for r in bench.records}
-        results["records"] = [r for r in old["records"] if r.get("suite") not in args.only and r["name"] not in ran] + bench.records
+        partial = {"notebooks"} if args.notebooks or args.notebook_modes else set()  # a part of the notebooks replaces only its names
+        whole = set(args.only) - partial
+        results["records"] = [r for r in old["records"] if r.get("suite") not in whole and r["name"] not in ran] + bench.records
     out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n" + table(bench.records))
     print(f"\nwrote {out} ({machine()})")

@@ -613,7 +613,7 @@ def train_semisupervised(
 
 def fit_semisupervised_gmm(
     x_unlabelled: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor, *, num_classes: int = 10,
-    unlabelled_weight: float = 0.01, iters: int = 100, ridge: float = 1e-4,
+    unlabelled_weight: float = 0.01, iters: int = 100, tol: float = 1e-3, ridge: float = 1e-4,
 ) -> GaussianClasses:
     """Semi-supervised EM (Nigam, McCallum, Thrun & Mitchell, 2000) for one full-covariance Gaussian per class.
 
@@ -624,7 +624,8 @@ def fit_semisupervised_gmm(
     labelled ones the likelihood of the unlabelled data alone decides, and EM drifts towards clusters that
     explain the codes better than the classes do (the bench's `semisupervised` suite measures the drift and
     picks the weight on label draws and test digits it does not report). Starts from the labelled class means,
-    half the data's covariance for every class and a uniform prior.
+    half the data's covariance for every class and a uniform prior. Stops after ``iters`` steps, or earlier once no
+    mean moves by ``tol`` or more in any coordinate in a step; the returned model's ``n_iter`` says how many ran.
     """
     xu, xl = x_unlabelled.double(), x_labelled.double()
     if xu.shape[1] != xl.shape[1] or len(xl) != len(y_labelled):
@@ -638,12 +639,18 @@ def fit_semisupervised_gmm(
     gmm = GaussianClasses(means, (0.5 * torch.cov(xu.T)).expand(num_classes, D, D), torch.full((num_classes,), -math.log(num_classes)))
     x_all = torch.cat([xu, xl])
     r_labelled = torch.nn.functional.one_hot(y_labelled, num_classes).double()
-    for _ in range(iters):
+    n_iter = 0
+    while n_iter < iters:
+        n_iter += 1
         with torch.no_grad():
             r = torch.cat([unlabelled_weight * gmm.classify(xu).exp(), r_labelled])  # (N + L, K) weighted responsibilities
             n_k = r.sum(0)                                                              # (K,)
             means = (r.T @ x_all) / n_k[:, None]
             diff = x_all[:, None, :] - means[None]                                       # (N + L, K, D)
             covs = torch.einsum("nk,nkd,nke->kde", r, diff, diff) / n_k[:, None, None] + ridge * torch.eye(D, dtype=torch.float64)
+            moved = (means - gmm.means).abs().max().item()
             gmm = GaussianClasses(means, covs, (n_k / n_k.sum()).log())
+        if moved < tol:
+            break
+    gmm.n_iter = n_iter
     return gmm

@@ -131,3 +131,18 @@ def test_semisupervised_em_labels_the_clusters_and_checks_its_input():
     assert torch.allclose(gmm.log_prior.exp(), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.02)
     with pytest.raises(ValueError, match="none for \\[1\\]"):
         fit_semisupervised_gmm(x, x[:2], y[:2], num_classes=2)
+
+
+def test_semisupervised_em_stops_once_the_means_settle_and_that_changes_little():
+    """``tol``: the early stop keeps the fit within about ``tol`` of the full run; ``tol=0`` runs every step."""
+    from labsupport.train import fit_semisupervised_gmm
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(300)
+    x = torch.tensor([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]])[y] + 0.8 * torch.randn(900, 2, generator=g)
+    few = torch.tensor([0, 300, 600])
+    full = fit_semisupervised_gmm(x, x[few], y[few], num_classes=3, unlabelled_weight=1.0, iters=200, tol=0.0)
+    early = fit_semisupervised_gmm(x, x[few], y[few], num_classes=3, unlabelled_weight=1.0, iters=200, tol=1e-3)
+    assert full.n_iter == 200
+    assert 1 < early.n_iter < 200, early.n_iter
+    assert (early.means - full.means).abs().max() < 0.05, (early.means, full.means)
