@@ -134,7 +134,7 @@ def test_semisupervised_em_labels_the_clusters_and_checks_its_input():
 
 
 def test_semisupervised_em_stops_once_the_means_settle_and_that_changes_little():
-    """``tol``: the early stop keeps the fit within about ``tol`` of the full run; ``tol=0`` runs every step."""
+    """``tol``: the early stop ends well before ``iters`` and lands close to the full run; ``tol=0`` runs every step."""
     from labsupport.train import fit_semisupervised_gmm
 
     g = torch.Generator().manual_seed(0)
