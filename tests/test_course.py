@@ -1,7 +1,9 @@
 """The solution -> student build tool, on a small fixture notebook and on the repository itself."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -9,6 +11,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from labsupport import course
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fixture_root(tmp_path, root):
@@ -160,3 +164,36 @@ def test_install_cell_does_nothing_outside_colab(root):
     calls = []
     exec(cell.source, {"get_ipython": lambda: calls.append("called")})
     assert calls == []
+
+
+def _answer_lines(solution: nbformat.NotebookNode) -> set[str]:
+    """Every non-trivial line between the solution markers (comments and lines under 8 characters, e.g. `pass`, left out)."""
+    found = set()
+    for cell in solution.cells:
+        if cell.cell_type == "code":
+            for block in re.findall(rf"{course.BEGIN}\n(.*?)\n\s*{course.END}", cell.source, re.S):
+                found |= {s for s in (line.strip() for line in block.splitlines()) if len(s) >= 8 and not s.startswith("#")}
+    return found
+
+
+def _leaked(solution: nbformat.NotebookNode, student: nbformat.NotebookNode) -> list[str]:
+    """Answer lines that appear anywhere in the student notebook, its markdown (hints) and code alike."""
+    text = "\n".join(cell.source for cell in student.cells)
+    return sorted(line for line in _answer_lines(solution) if line in text)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb")))
+def test_no_answer_line_appears_in_the_student_notebook(root, name):
+    """Hints ask, they never hand over the code: no line of an answer is in the student's copy."""
+    solution = nbformat.read(root / "solutions" / f"{name}.ipynb", as_version=4)
+    student = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert _answer_lines(solution), f"{name}: no answer lines found (markers moved?)"
+    assert not _leaked(solution, student), f"{name}: the student notebook shows answer lines {_leaked(solution, student)}"
+
+
+def test_the_leak_test_finds_a_hint_that_hands_over_the_answer(root):
+    solution = nbformat.read(root / "solutions" / "00_start_here.ipynb", as_version=4)
+    student = nbformat.read(root / "notebooks" / "00_start_here.ipynb", as_version=4)
+    line = sorted(_answer_lines(solution))[0]
+    student.cells.append(nbformat.v4.new_markdown_cell(f"*Hint:* write `{line}`."))
+    assert _leaked(solution, student) == [line]
