@@ -90,6 +90,8 @@ class Watch:
         # Namespaces whose patching would change a verdict: the checks, the losses they compare with, torch.
         self._watched = {"labsupport.checks": vars(checks_module), "labsupport.losses": vars(losses), "torch": vars(torch),
                          "torch.nn.functional": vars(F), "torch.Tensor": vars(torch.Tensor), "builtins": vars(builtins), "math": vars(math)}
+        for module in getattr(checks_module, "MODULES", ()):  # every module of the checks package (labsupport.checks.nb04, ...)
+            self._watched[module.__name__] = vars(module)
         self._forbidden_c = (sys.setprofile, threading.setprofile, sys.settrace, threading.settrace)
         self._proxy_codes: set = set()
 
@@ -143,7 +145,7 @@ class Watch:
         @functools.wraps(fn)
         def student(*args, **kwargs):
             before = watch.snapshot() if watch.depth == 0 else None
-            stages = list(watch._checks.STAGES)
+            stages = list(watch._checks.PASSED)
             old = sys.getprofile(), threading.getprofile()
             watch.depth += 1
             sys.setprofile(watch._hook)
@@ -158,9 +160,9 @@ class Watch:
                 sys.setprofile(old[0])
                 threading.setprofile(old[1])
                 watch.depth -= 1
-                if watch._checks.STAGES != stages:
-                    watch._note("it changed the check's record of partial credit (labsupport.checks.STAGES)")
-                    watch._checks.STAGES[:] = stages
+                if watch._checks.PASSED != stages:
+                    watch._note("it changed the check's record of partial credit (labsupport.checks.PASSED)")
+                    watch._checks.PASSED[:] = stages
                 if before is not None:
                     watch.compare(before)
 
@@ -198,7 +200,7 @@ def check_one(checks, export: Path, name: str) -> dict:
     baseline = watch.snapshot()  # before unpickling: a pickled global's __reduce__ runs code too
     failed = checks.CheckFailed
     shown = _Capped()
-    checks.STAGES.clear()
+    checks.PASSED.clear()
     try:
         with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
             with open(pkl, "rb") as f:
@@ -221,7 +223,7 @@ def check_one(checks, export: Path, name: str) -> dict:
         watch.memory = watch.memory or is_memory_error(err)
         rec["message"] = f"The check could not finish: {type(err).__name__}: {str(err)[:1000]}"
     watch.compare(baseline)
-    rec.update(stages=list(checks.STAGES), reference=watch.reference, tampered=watch.tampered, memory=watch.memory)
+    rec.update(stages=list(checks.PASSED), reference=watch.reference, tampered=watch.tampered, memory=watch.memory)
     rec["message"] = rec["message"][:5000]
     return rec
 

@@ -42,7 +42,7 @@ KEEP_CELL_METADATA = ("tags", "labsupport")
 EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id", "points"[, "stages"]} | {"kind": "written", ...}]}, written by build
 # Partial credit: points a check awards per stage it passes (``labsupport.checks.stage(name)``) when it does not
 # pass whole; the rest of the exercise's points need the whole check. Exercises not listed are all-or-nothing.
-STAGES = {
+STAGE_POINTS = {
     "kl_divergence": {"shape": 0.25, "values": 0.5},   # (B,) right; then the closed form's values; then its gradients
     "negative_elbo": {"shape": 0.25, "value": 0.5},    # a scalar; then its value; then gradients reaching every input
 }
@@ -196,7 +196,7 @@ def _targets(root: Path) -> dict[Path, str]:
         sol, student = build_pair(src)
         files[root / "solutions" / src.name] = sol + "\n"
         files[root / "notebooks" / src.name] = student + "\n"
-        manifest[src.stem] = [{**e, **({"stages": STAGES[e["id"]]} if e["id"] in STAGES else {})}
+        manifest[src.stem] = [{**e, **({"stages": STAGE_POINTS[e["id"]]} if e["id"] in STAGE_POINTS else {})}
                               for e in json.loads(sol)["metadata"]["labsupport"]["exercises"]]
         # "blank": the answer cell as built, so the grader can tell an answer from an untouched cell
         manifest[src.stem] += [{"kind": "written", **q, "blank": _blank_answer(q)} for q in json.loads(sol)["metadata"]["labsupport"].get("written", [])]

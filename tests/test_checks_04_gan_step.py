@@ -35,19 +35,18 @@ def step_frozen(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_l
 
 
 def step_requires_grad(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
-    """no_grad for the fakes, BCE written inline, D.requires_grad_(False) / back around the G step."""
+    """no_grad for the fakes, D.requires_grad_(False) / back around the G step, zero_grad(set_to_none=False)."""
     with torch.no_grad():
         fake = G(z)
     real_logits, fake_logits = D(x_real), D(fake)
-    loss_d = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+    loss_d = d_loss(real_logits, fake_logits)
     opt_d.zero_grad(set_to_none=False)
     loss_d.backward()
     opt_d.step()
     loss_g = None
     if update_g:
         D.requires_grad_(False)
-        logits = D(G(torch.randn_like(z)))
-        loss_g = bce(logits, torch.ones_like(logits))
+        loss_g = g_loss(D(G(torch.randn_like(z))))
         opt_g.zero_grad(set_to_none=False)
         loss_g.backward()
         opt_g.step()
@@ -56,16 +55,16 @@ def step_requires_grad(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_lo
 
 
 def step_no_freeze(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
-    """No freezing at all: D collects gradients in the G step, which the next opt_d.zero_grad() throws away; softplus losses."""
+    """No freezing at all: D collects gradients in the G step, which the next opt_d.zero_grad() throws away."""
     opt_d.zero_grad()
     opt_g.zero_grad()
     real_logits, fake_logits = D(x_real), D(G(z).detach())
-    loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    loss_d = d_loss(real_logits, fake_logits)
     loss_d.backward()
     opt_d.step()
     loss_g = None
     if update_g:
-        loss_g = F.softplus(-D(G(torch.randn_like(z)))).mean()
+        loss_g = g_loss(D(G(torch.randn_like(z))))
         loss_g.backward()
         opt_g.step()
     return _out(loss_d, loss_g, real_logits, fake_logits)

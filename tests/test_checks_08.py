@@ -159,7 +159,7 @@ def test_ddpm_step_accepts_correct_answers(fn):
 def _step(**kw):
     at_shift = kw.pop("shift", 0)
     def fn(eps, x_t, t, s, noise):
-        return checks._ddpm_reference(eps, x_t, t, s, noise, at=max(t + at_shift, 0) if at_shift else None, **kw).float()
+        return checks.nb08._ddpm_reference(eps, x_t, t, s, noise, at=max(t + at_shift, 0) if at_shift else None, **kw).float()
     return fn
 
 

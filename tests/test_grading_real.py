@@ -158,7 +158,7 @@ def test_patching_the_checker_or_blinding_the_watch_scores_zero(real_class, stud
 
 def test_partial_credit_per_stage_with_a_message_that_says_what_earned_what(real_class):
     stages = {e["id"]: e.get("stages") for e in grading.load_exercises()["03_variational_autoencoders"]}
-    assert stages["kl_divergence"] == course.STAGES["kl_divergence"] and stages["reparameterize"] is None
+    assert stages["kl_divergence"] == course.STAGE_POINTS["kl_divergence"] and stages["reparameterize"] is None
     detached = _ex(real_class[2], "kl_detached", "kl_divergence")
     assert detached["score"] == 0.75 and not detached["passed"]
     assert "Partial credit 0.75 / 1: shape right (+0.25), values right (+0.5)" in detached["message"] and "gradients" in detached["message"]

@@ -1,0 +1,65 @@
+"""Checks for the exercises: ``check_<exercise>(fn)`` calls the student's ``fn`` on cases it builds.
+
+A check returns quietly after printing one ✓ line when ``fn`` is right. Otherwise it raises
+:class:`CheckFailed` with a message that says what is wrong (expected shape vs got, wrong sign,
+gradient not flowing, off by a factor of 2, ...). A crash inside ``fn`` is reported the same way,
+naming the original error. Checks test properties and closed forms, so every correct way of
+writing a function passes, and none changes the caller's random numbers (:func:`core.check`).
+
+One module per notebook (``nb00`` ... ``nb08``) around ``core`` (the failure, the catalogue of known
+mistakes, the guards, the partial-credit record :data:`PASSED`) and ``fakes`` (the stand-in networks and
+optimizer of the step checks). The grader (``labsupport.grading``) finds the check of exercise ``id``
+here as ``check_<id>``.
+"""
+
+from . import core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08
+from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
+from .nb00 import check_normalize_images
+from .nb01 import check_pca
+from .nb02 import check_add_noise, check_ae_train_step, check_Autoencoder, check_reconstruction_error
+from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize, check_vae_loss
+from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
+from .nb05 import check_critic_loss, check_cycle_consistency_loss, check_gradient_penalty, check_wgan_gp_step
+from .nb06 import check_auroc, check_gradient_energy
+from .nb07 import check_slerp
+from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
+
+__all__ = [
+    "PASSED",
+    "CheckFailed",
+    "call",
+    "check",
+    "close",
+    "describe",
+    "expect_tensor",
+    "named",
+    "passed",
+    "ratio_hint",
+    "stage",
+    "check_normalize_images",
+    "check_pca",
+    "check_add_noise",
+    "check_ae_train_step",
+    "check_Autoencoder",
+    "check_reconstruction_error",
+    "check_kl_divergence",
+    "check_negative_elbo",
+    "check_reparameterize",
+    "check_vae_loss",
+    "check_conv_out",
+    "check_conv_transpose_out",
+    "check_discriminator_loss",
+    "check_gan_step",
+    "check_generator_loss",
+    "check_critic_loss",
+    "check_cycle_consistency_loss",
+    "check_gradient_penalty",
+    "check_wgan_gp_step",
+    "check_auroc",
+    "check_gradient_energy",
+    "check_slerp",
+    "check_ddpm_step",
+    "check_diffusion_loss",
+    "check_q_sample",
+]
+MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08)  # every module of the package (the grader watches them all)
