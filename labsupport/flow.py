@@ -129,12 +129,13 @@ def integrate(v: Velocity, x0: torch.Tensor, steps: int, method: str = "euler", 
 
 
 @torch.no_grad()
-def sample(v_model, n: int, *, steps: int = 10, method: str = "euler", step: Callable | None = None, y: torch.Tensor | None = None,
-           guidance: float = 0.0, num_classes: int = 10, seed: int = 0, device: torch.device | str | None = None,
-           batch_size: int = 500, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+def sample(v_model, n: int, *, steps: int = 10, method: str = "euler", step: Callable | None = None, sampler: Callable | None = None,
+           y: torch.Tensor | None = None, guidance: float = 0.0, num_classes: int = 10, seed: int = 0,
+           device: torch.device | str | None = None, batch_size: int = 500, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
     """``n`` images ``(n, 1, 28, 28)`` in [0, 1] on the CPU from a velocity network (``y: (n,)`` labels, ``guidance`` its w),
     integrating from noise drawn with ``seed`` (the same noise for any sampler: comparisons see the same starting points).
-    ``step(v, x, t, dt)`` replaces the ``method``'s step (notebook 09 samples with the student's)."""
+    ``step(v, x, t, dt)`` replaces the ``method``'s step; ``sampler(v, x0, steps) -> path: (steps + 1, B, ...)`` replaces the
+    whole integration, its last state is the sample (notebook 09 samples with the student's)."""
     from .diffusion import to_image  # images share the diffusion models' [-1, 1] signal range
 
     was_training = getattr(v_model, "training", False)
@@ -147,7 +148,9 @@ def sample(v_model, n: int, *, steps: int = 10, method: str = "euler", step: Cal
         b = min(batch_size, n - start)
         x0 = torch.randn(b, *shape, generator=g).to(dev)
         yb = None if y is None else y[start : start + b].to(dev)
-        out.append(to_image(integrate(guided(v_model, yb, guidance, num_classes), x0, steps, method, step)).float().cpu())
+        v = guided(v_model, yb, guidance, num_classes)
+        x1 = sampler(v, x0, steps)[-1] if sampler is not None else integrate(v, x0, steps, method, step)
+        out.append(to_image(x1).float().cpu())
     if hasattr(v_model, "train"):
         v_model.train(was_training)
     return torch.cat(out)
