@@ -35,7 +35,7 @@ def literals(source: str) -> set[float]:
     return found
 
 
-PACKAGE = set().union(*(literals(p.read_text()) for p in (ROOT / "labsupport").glob("*.py")))
+PACKAGE = set().union(*(literals(p.read_text()) for p in (ROOT / "labsupport").rglob("*.py")))
 
 
 def stated_numbers(text: str) -> list[tuple[str, float, bool]]:

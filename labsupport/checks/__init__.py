@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08
+from . import core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_pca
@@ -23,6 +23,7 @@ from .nb05 import check_critic_loss, check_cycle_consistency_loss, check_gradien
 from .nb06 import check_auroc, check_gradient_energy
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
+from .nb09 import check_euler_sample, check_flow_matching_loss, check_heun_step
 
 __all__ = [
     "PASSED",
@@ -61,5 +62,8 @@ __all__ = [
     "check_ddpm_step",
     "check_diffusion_loss",
     "check_q_sample",
+    "check_euler_sample",
+    "check_flow_matching_loss",
+    "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09)  # every module of the package (the grader watches them all)

@@ -27,8 +27,9 @@ def check_normalize_images(fn: Callable) -> None:
         raise CheckFailed(f"The result has dtype {out.dtype}; models need float32. Convert with .float() before dividing.")
     _judge(out, images)
     # dim digits: no pixel reaches 255 here, so dividing by the batch's (or each image's) largest value shows
-    dim = torch.randint(0, 200, (4, 28, 28), generator=g, dtype=torch.uint8)
-    dim[:, 0, 0] = torch.tensor([120, 150, 180, 199], dtype=torch.uint8)
+    tops = torch.tensor([120, 150, 180, 199])  # each image's brightest pixel
+    dim = (torch.randint(0, 101, (4, 28, 28), generator=g) * tops[:, None, None] // 100).to(torch.uint8)
+    dim[:, 0, 0] = tops.to(torch.uint8)
     out = expect_tensor(call(fn, dim), (4, 1, 28, 28), "normalize_images(images) for images whose brightest pixel is 199")
     _judge(out, dim)
     passed("normalize_images")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from labsupport import checks
 from labsupport.checks import CheckFailed

@@ -1,0 +1,118 @@
+"""Notebook 01's check (labsupport/checks/nb01.py): pca, every correct way passes, each mistake is named."""
+
+import pytest
+import torch
+
+from labsupport import checks
+from labsupport.checks import CheckFailed
+
+
+# --- pca ------------------------------------------------------------------------------------------
+
+
+def pca_svd(X, k):
+    mean = X.mean(0)
+    return mean, torch.linalg.svd(X - mean, full_matrices=False).Vh[:k]
+
+
+def pca_eigh(X, k):
+    mean = X.mean(dim=0)
+    Xc = X - mean
+    _, vecs = torch.linalg.eigh(Xc.T @ Xc / (len(X) - 1))
+    return mean, vecs[:, -k:].flip(1).T
+
+
+def pca_lowrank(X, k):
+    _, _, V = torch.pca_lowrank(X, q=k, center=True, niter=6)
+    return X.mean(0), V.T
+
+
+def pca_flipped_signs(X, k):
+    mean, C = pca_svd(X, k)
+    return mean, C * torch.tensor([(-1.0) ** i for i in range(k)])[:, None]
+
+
+def pca_float64(X, k):
+    return pca_svd(X.double(), k)
+
+
+@pytest.mark.parametrize("fn", [pca_svd, pca_eigh, pca_lowrank, pca_flipped_signs, pca_float64])
+def test_pca_accepts_correct_versions(fn, capsys):
+    checks.check_pca(fn)
+    assert "\u2713 pca" in capsys.readouterr().out
+
+
+def _in_place(X, k):
+    X -= X.mean(0)
+    return pca_svd(X, k)
+
+
+def _no_centring(X, k):
+    return X.mean(0), torch.linalg.svd(X, full_matrices=False).Vh[:k]
+
+
+def _ascending(X, k):
+    mean, C = pca_eigh(X, k)
+    return mean, C.flip(0)
+
+
+def _smallest(X, k):
+    Xc = X - X.mean(0)
+    return X.mean(0), torch.linalg.eigh(Xc.T @ Xc)[1][:, :k].T
+
+
+def _scaled(X, k):
+    Xc = X - X.mean(0)
+    _, S, Vh = torch.linalg.svd(Xc, full_matrices=False)
+    return X.mean(0), S[:k, None] * Vh[:k]
+
+
+def _rotated(X, k):
+    mean, C = pca_svd(X, k)
+    angle = torch.tensor(0.6)
+    R = torch.eye(k)
+    R[:2, :2] = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])
+    return mean, R @ C
+
+
+def _random_rows(X, k):
+    q, _ = torch.linalg.qr(torch.randn(X.shape[1], k, generator=torch.Generator().manual_seed(0)))
+    return X.mean(0), q.T
+
+
+def _fixed_k(X, k):
+    return pca_svd(X, 3)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda X, k: (X.mean(0), torch.linalg.svd(X - X.mean(0), full_matrices=False).Vh[:k].T), r"\(D, k\)"),
+    (lambda X, k: (X.mean(1), pca_svd(X, k)[1]), "wrong|over the samples"),
+    (lambda X, k: (X.mean(0, keepdim=True), pca_svd(X, k)[1]), "keepdim"),
+    (lambda X, k: (torch.zeros(X.shape[1]), pca_svd(X, k)[1]), "all zeros"),
+    (lambda X, k: (X.mean(0), torch.linalg.svd(X - X.mean(0), full_matrices=False).U[:, :k].T), "rows of U"),
+    (lambda X, k: (X.mean(0), torch.linalg.svd(X - X.mean(0), full_matrices=False).Vh), "first k"),
+    (lambda X, k: pca_svd(X, k)[1], "two things"),
+    (_in_place, "in place"),
+    (_no_centring, "without subtracting the mean"),
+    (_ascending, "wrong order"),
+    (_smallest, "smallest"),
+    (_scaled, "not of length 1"),
+    (_rotated, "rotated basis"),
+    (_random_rows, "not the directions of largest variance"),
+    (_fixed_k, "k = 1"),
+    (lambda X, k: (_ for _ in ()).throw(NotImplementedError("Exercise 1")), "not written yet"),
+])
+def test_pca_rejects_mistakes(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_pca(fn)
+
+
+def test_pca_non_orthogonal_rows_are_named():
+    def skewed(X, k):
+        mean, C = pca_svd(X, k)
+        C = C.clone()
+        C[1] = (C[0] + C[1]) / 2 ** 0.5
+        return mean, C
+
+    with pytest.raises(CheckFailed, match="not orthonormal"):
+        checks.check_pca(skewed)
