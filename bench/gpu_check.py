@@ -25,7 +25,7 @@ import torch
 
 from bench.core import ROOT, machine, table
 from labsupport import config, models, pretrained
-from labsupport.losses import gan_d_loss, vae_loss
+from labsupport.losses import gan_d_loss, vae_objective
 from labsupport.train import gan_step
 
 PARTS = ("checkpoints", "steps", "notebooks", "bench")
@@ -73,7 +73,7 @@ def _workloads(device: torch.device):
     x_vae = torch.bernoulli(torch.rand(128, 1, 28, 28, device=device))
 
     def vae_step():
-        loss, _ = vae_loss(vae, x_vae)
+        loss, _ = vae_objective(vae, x_vae)
         opt_vae.zero_grad()
         loss.backward()
         opt_vae.step()

@@ -477,8 +477,8 @@ def semisupervised(b: Bench) -> None:
     """Issue 20: learning from 100 labels (10 per class), mean and spread over label draws: logistic regression on pixels and
     on the shipped VAE's codes, and Kingma et al. (2014)'s M1+M2 (M2 over the VAE's active code dimensions); then the shipped
     cGAN's digits as extra training data for the codes' logistic regression (the cGAN itself saw all 60 000 labels)."""
-    from labsupport.models import SemiSupervisedVAE
-    from labsupport.train import fit_semisupervised_gmm, train_semisupervised
+    from labsupport.models import SemiSupervisedVAE, fit_semisupervised_gmm
+    from labsupport.train import train_semisupervised
 
     draws, steps, n_test = b.pick(list(range(5)), [0, 1]), b.pick(4000, 100), b.pick(None, 2000)
     vae = pretrained.load_or_train("vae", device=b.device)
@@ -571,3 +571,38 @@ def semisupervised(b: Bench) -> None:
              secs["real + cGAN"], note=f"± {stats['real + cGAN'][1]:.1f}; the cGAN was trained with all 60 000 labels; {where}")
     b.record(f"semisupervised: logistic regression on VAE codes, {n_fake} cGAN digits only", stats["cGAN only"][0], "%", None, None, secs["cGAN only"],
              note="the cGAN was trained with all 60 000 labels")
+
+
+@suite
+def debias(b: Bench) -> None:
+    """Issue 39: debiasing with a VAE's latent density (DB-VAE, Amini et al. 2019), notebook 06's setting. 1% of the training
+    digits have inverted contrast (the rare group, never shown to training); a classifier + VAE sharing one encoder, trained
+    with a plain shuffle (baseline) or with examples drawn ∝ max_d q̂_d(z)^-α from per-dimension histograms of the codes,
+    recomputed every epoch (debiased). Same seeds, same initial networks. Accuracy of every test digit as it is (common
+    group) and inverted (rare group); "average" weights the two by their training share."""
+    from labsupport import debias as db
+
+    seeds, n, epochs = b.pick([0, 1, 2, 3, 4], [0, 1]), b.pick(20_000, 3000), b.pick(3, 2)
+    x, y = data.mnist_tensors(train=True, n=n)
+    xt, yt = data.mnist_tensors(train=False, n=b.pick(None, 1000))
+    start = time.perf_counter()
+    runs = db.compare(x, y, xt, yt, seeds, epochs=epochs, device=b.device)
+    secs = (time.perf_counter() - start) / (2 * len(seeds))
+    s = db.summary(runs)
+    where = f"{n} training digits ({100 * db.RARE_SHARE:.0f}% inverted), {epochs} epochs, {len(yt)} test digits, seeds {seeds}"
+    per_seed = lambda method, key: [round(100 * r[key], 1) for r in runs if r["method"] == method]
+    for method, label in (("baseline", "baseline (uniform shuffle)"), ("debiased", "DB-VAE resampling")):
+        for key, what in (("worst", "worst-group accuracy"), ("average", "average accuracy"), ("rare", "rare group accuracy"),
+                          ("common", "common group accuracy")):
+            mean, std = s[method][key]
+            b.record(f"debias {label}: {what}, mean over seeds", mean, "%", None, None, secs if key == "worst" else 0,
+                     note=f"± {std:.2f} (std over seeds); per seed {per_seed(method, key)}; {where}")
+    gain, spread = s["gain"]["worst"]
+    b.record("debias: worst-group accuracy gain, DB-VAE - baseline", gain, "points", ">= 10", gain >= 10, 0,
+             note=f"± {spread:.1f} (std over seeds of the per-seed gain); {where}")
+    change, spread = s["gain"]["average"]
+    b.record("debias: average accuracy change, DB-VAE - baseline", change, "points", "within ± 1", abs(change) <= 1, 0,
+             note=f"± {spread:.2f} (std over seeds of the per-seed change)")
+    seen, _ = s["debiased"]["rare_seen"]
+    b.record("debias: rare group's share of the examples drawn in the last epoch", seen, "%", "> its training share (fast floor too)",
+             seen > 100 * db.RARE_SHARE, 0, note=f"training share {100 * db.RARE_SHARE:.0f}%; baseline {s['baseline']['rare_seen'][0]:.2f}%")

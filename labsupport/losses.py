@@ -37,8 +37,10 @@ def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
 
 
-def vae_loss(vae: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """Negative (beta-)ELBO in nats per image, batch mean, and its two terms for the history.
+def vae_objective(vae: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Negative (beta-)ELBO in nats per image, batch mean, and its two terms for the history: ``(loss, {"rec", "kl"})``.
+
+    The training objective of :func:`labsupport.train.train_vae` (notebook 03's exercise ``vae_loss`` returns the scalar only).
 
     ``vae`` has ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``; ``x: (B, 1, 28, 28)`` in {0, 1}.
     ``rec`` = Bernoulli NLL summed over pixels, ``kl`` = :func:`kl_normal`.

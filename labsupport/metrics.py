@@ -184,8 +184,9 @@ class ModeTracker:
 
 
 @torch.no_grad()
-def negative_elbo(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
-    """Mean negative ELBO in nats per image over ``x: (N, 1, 28, 28)`` in {0, 1} (one z sample each)."""
+def dataset_negative_elbo(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
+    """Mean negative ELBO in nats per image of ``vae`` over a whole set ``x: (N, 1, 28, 28)`` in {0, 1} (one z sample each),
+    in batches (notebook 03's exercise ``negative_elbo(x, x_logits, mu, logvar)`` scores one batch's outputs)."""
     vae.eval()
     dev, total = resolve_device(model=vae), 0.0
     for i in range(0, len(x), batch_size):
@@ -246,7 +247,7 @@ def evaluate_vae(vae: nn.Module, n_elbo: int = 10_000, n_iw: int = 1000, k: int 
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        elbo = negative_elbo(vae, x[:n_elbo])
+        elbo = dataset_negative_elbo(vae, x[:n_elbo])
         iw = importance_weighted_nll(vae, x[:n_iw], k=k).mean().item() if n_iw > 0 else float("nan")
     finally:
         torch.random.set_rng_state(state)

@@ -1,6 +1,10 @@
 """Training loops, and only loops: the generic :func:`fit`, VAEs, GANs (Algorithm 1 and its variants),
-CycleGAN, diffusion models and the evaluation classifier. Losses live in :mod:`labsupport.losses`, devices and seeds
-in :mod:`labsupport.config`.
+CycleGAN, diffusion models, M2 and the evaluation classifier. Losses live in :mod:`labsupport.losses`, devices and
+seeds in :mod:`labsupport.config`, fitted-in-closed-form models (the semi-supervised EM) in :mod:`labsupport.models`.
+
+Each idea is written once: :func:`run_steps` is the step loop of every trainer (time budget, progress bar and
+history, the NaN guard, eval mode at the end), :func:`cosine_decay` their learning-rate schedule and
+:func:`weight_average` their exponential moving average of the weights (torch's ``AveragedModel``).
 
 Every loop follows one device rule (:func:`labsupport.config.resolve_device`): ``device=None`` means
 the model's device, a string goes through ``get_device``; the models are moved there once, at the start.
@@ -9,21 +13,22 @@ the model's device, a string goes through ``get_device``; the models are moved t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections import defaultdict
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .config import resolve_device, seed_everything
 from .data import TensorLoader, binarize, mnist_tensors
 from .diffusion import Schedule, simple_loss, to_signal
-from .losses import critic_loss, gan_d_loss, gan_g_loss, gradient_penalty, least_squares, reparameterize, vae_loss, wgan_g_loss
+from .losses import critic_loss, gan_d_loss, gan_g_loss, gradient_penalty, least_squares, vae_objective, wgan_g_loss
 from .metrics import accuracy
-from .models import MLP2D, DigitClassifier, GaussianClasses
+from .models import MLP2D, DigitClassifier
 
 
 class Progress:
@@ -81,6 +86,79 @@ def _to(batch, device: torch.device):
     return batch
 
 
+def run_steps(
+    step: Callable[[int, object], dict[str, float]], inputs: Iterable, *, modules: Sequence[torch.nn.Module], desc: str,
+    steps: int | None = None, max_seconds: float | None = None, watch: Sequence[str] = ("loss",),
+    callback: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """The step loop of every trainer here: ``step(i, item)`` for each ``item`` of ``inputs``, ``i`` counting from 1.
+
+    ``step`` does one optimisation step and returns the numbers to log (floats); those named in ``watch`` must be
+    finite, or the run stops with a :class:`FloatingPointError` (the one NaN guard; a step that can see its loss
+    before updating returns it without updating, so the weights stay finite). ``callback(i)`` runs after
+    every step. Stops when ``inputs`` run out or after ``max_seconds`` of wall time (checked after the callback:
+    its time counts). ``modules`` are in train mode during the loop and in eval mode after it, even on an error.
+    ``steps`` (the expected count, if known) only sizes the progress bar.
+
+    Returns ``{"step": [...], <logged names>: [...], "seconds": [...]}``, one entry per step.
+    """
+    history: dict[str, list[float]] = defaultdict(list)
+    for m in modules:
+        m.train()
+    bar = Progress(desc, steps=steps, seconds=max_seconds)
+    try:
+        for i, item in enumerate(inputs, start=1):
+            values = step(i, item)
+            for name in watch:
+                if not math.isfinite(values[name]):
+                    raise FloatingPointError(f"{name} became {values[name]} at step {i}: lower the learning rate")
+            bar.record(history, postfix={name: f"{values[name]:.4g}" for name in watch}, step=i, **values)
+            if callback is not None:
+                callback(i)
+            if bar.done():
+                break
+    finally:
+        bar.close()
+        for m in modules:
+            m.eval()
+    return dict(history)
+
+
+def cosine_decay(optimizer: torch.optim.Optimizer, *, steps: int | None = None, seconds: float | None = None,
+                 warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """torch's ``LambdaLR`` taking each learning rate along a half cosine to 0 by the end of the run, after a linear
+    warm-up over the first ``warmup`` steps (none by default; the warm-up multiplies the cosine).
+
+    The run's progress is the larger of ``step / steps`` and ``elapsed / seconds`` (either may be None), so a run
+    bounded by a time budget decays by the clock: ``CosineAnnealingLR`` counts steps only, and such a run has no
+    step total. Step it after every optimizer step (:func:`fit` does).
+    """
+    start = time.perf_counter()
+
+    def factor(step: int) -> float:
+        done = max(step / steps if steps else 0.0, (time.perf_counter() - start) / seconds if seconds else 0.0)
+        rise = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return rise * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def weight_average(model: torch.nn.Module, decay: float, device: torch.device | str | None = None) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights: torch's ``AveragedModel`` with ``get_ema_multi_avg_fn``.
+
+    Call ``update_parameters(model)`` after every step: the first call copies the weights, the n-th one after it
+    averages with decay ``min(decay, (1 + n) / (10 + n))``, a warm-up that keeps the average from clinging to
+    where it started. Buffers are copied from ``model`` (batch-norm statistics belong to the raw weights: recompute
+    them for the average with ``torch.optim.swa_utils.update_bn``). ``.module`` is the averaged network.
+    """
+
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        n = int(n)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, n)
+
+    return AveragedModel(model, device=device, multi_avg_fn=ema)
+
+
 def fit(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, object], torch.Tensor | tuple[torch.Tensor, dict]],
@@ -108,39 +186,31 @@ def fit(
     Returns ``{"step": [...], "loss": [...], "seconds": [...], <logged names>: [...]}``, one entry per step.
     """
     device = resolve_device(device, model)
-    model.to(device).train()
+    model.to(device)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     use_amp = amp and device.type == "cuda"
-    history: dict[str, list[float]] = defaultdict(list)
     total = epochs * len(loader) if hasattr(loader, "__len__") else None
     if max_steps is not None:
         total = max_steps if total is None else min(total, max_steps)
-    bar = Progress(desc, steps=total, seconds=max_seconds)
-    step = 0
-    try:
-        for _ in range(epochs):
-            for batch in loader:
-                batch = _to(batch, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = loss_fn(model, batch)
-                loss, logs = out if isinstance(out, tuple) else (out, {})
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                bar.record(history, postfix={"loss": f"{loss.item():.4g}"}, step=step, loss=loss.item(), **{k: float(v) for k, v in logs.items()})
-                if callback is not None:
-                    callback(step, model)
-                if (max_steps is not None and step >= max_steps) or bar.done():  # after the callback: its time counts
-                    return dict(history)
-    finally:
-        bar.close()
-        model.eval()
-    return dict(history)
+
+    def step(i: int, batch) -> dict[str, float]:
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = loss_fn(model, batch)
+        loss, logs = out if isinstance(out, tuple) else (out, {})
+        value = loss.item()
+        if not math.isfinite(value):
+            return {"loss": value}  # no step on a NaN: the weights stay as they were, and run_steps stops the run
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return {"loss": value, **{k: float(v) for k, v in logs.items()}}
+
+    batches = itertools.islice((batch for _ in range(epochs) for batch in loader), max_steps)
+    return run_steps(step, batches, modules=[model], desc=desc, steps=total, max_seconds=max_seconds,
+                     callback=None if callback is None else (lambda i: callback(i, model)))
 
 
 # --- VAEs --------------------------------------------------------------------------------------------
@@ -166,7 +236,7 @@ def train_vae(
     Each batch is re-binarized (:func:`labsupport.data.binarize`), so the model never sees the same
     draw twice. Stops after ``epochs`` (default 10 when ``max_seconds`` is not given either) or after
     ``max_seconds`` of wall time, whichever comes first. ``batch_loss`` optionally replaces the built-in
-    objective (:func:`labsupport.losses.vae_loss` with ``beta``) by your own ``vae_loss(model, x) -> scalar``
+    objective (:func:`labsupport.losses.vae_objective` with ``beta``) by your own ``vae_loss(model, x) -> scalar``
     (encode, sample, decode and score one batch; put beta inside it, e.g. with ``functools.partial``;
     ``beta`` must then stay 1). ``lr_decay`` lowers the learning rate
     along a cosine to 0 by the end of the run (by steps, or by wall time under ``max_seconds``): the
@@ -185,18 +255,11 @@ def train_vae(
     loader = TensorLoader(x_train, batch_size=batch_size, transform=binarize, seed=seed)
 
     def loss_fn(model: torch.nn.Module, xb: torch.Tensor):
-        return vae_loss(model, xb, beta) if batch_loss is None else batch_loss(model, xb)
+        return vae_objective(model, xb, beta) if batch_loss is None else batch_loss(model, xb)
 
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
-    scheduler = None
-    if lr_decay:
-        total, start = (epochs * len(loader) if epochs < 10**6 else None), time.perf_counter()
-
-        def cosine(step: int) -> float:  # progress through the run: the larger of the step and time fractions
-            done = max(step / total if total else 0.0, (time.perf_counter() - start) / max_seconds if max_seconds else 0.0)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    total = epochs * len(loader) if epochs < 10**6 else None
+    scheduler = cosine_decay(optimizer, steps=total, seconds=max_seconds) if lr_decay else None
     return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler,
                device=device, desc=desc)
 
@@ -219,8 +282,8 @@ def train_diffusion(
     """Train the denoiser ``model(x_t, t, y)`` on ``x: (N, 1, 28, 28)`` in [0, 1] with DDPM's simple loss
     (:func:`labsupport.diffusion.simple_loss`); with labels ``y``, drop them with probability ``p_uncond``
     for classifier-free guidance. Adam with a cosine decay of ``lr`` over the run (by steps, or by time
-    under ``max_seconds``). Returns the :func:`fit` history and an exponential moving average of the
-    weights (decay ``ema_decay`` after a warm-up of (1 + n) / (10 + n); the model itself when None).
+    under ``max_seconds``, after a linear warm-up over the first 100 steps or 5% of them). Returns the :func:`fit` history and
+    the :func:`weight_average` of the weights (decay ``ema_decay``, from the first step on; the model itself when None).
 
     ``loss(model, x0, schedule, y) -> scalar`` replaces the simple loss (notebook 08 trains with the
     student's); labels are dropped here, before it is called. ``callback(step, ema_or_model)`` runs after
@@ -232,20 +295,10 @@ def train_diffusion(
     model.to(device, memory_format=_conv_format(device))
     loader = TensorLoader(*((x,) if y is None else (x, y)), batch_size=batch_size, seed=seed, drop_last=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    total, start = (epochs * len(loader) if epochs < 10**6 else None), time.perf_counter()
-
+    total = epochs * len(loader) if epochs < 10**6 else None
     warmup = 100 if total is None else max(1, min(100, total // 20))  # a short linear warm-up keeps Adam's first steps sane
-
-    def cosine(step: int) -> float:
-        done = max(step / total if total else 0.0, (time.perf_counter() - start) / max_seconds if max_seconds else 0.0)
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-    def ema_avg(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        decay = min(ema_decay, (1 + n.item()) / (10 + n.item()))  # warm-up: early on the average must not cling to the random start
-        return decay * avg + (1 - decay) * new
-
-    ema = AveragedModel(model, avg_fn=ema_avg) if ema_decay else None
+    scheduler = cosine_decay(optimizer, steps=total, seconds=max_seconds, warmup=warmup)
+    ema = weight_average(model, ema_decay) if ema_decay else None
 
     num_classes = getattr(model, "num_classes", None) or 10
 
@@ -395,34 +448,22 @@ def train_gan(
     opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
     losses = dict(d_loss=d_loss, g_loss=g_loss, d_penalty=d_penalty)
-    history: dict[str, list[float]] = defaultdict(list)
 
     def real_batch():
         out = sample_real(batch_size)
         x, y = out if isinstance(out, (tuple, list)) else (out, None)
         return x.to(device), (y.to(device) if y is not None else None)
 
-    bar = Progress(desc, steps=steps, seconds=max_seconds)
-    try:
-        for it in range(1, steps + 1):
-            for k in range(d_steps):  # the last D update comes with the G update
-                x, y = real_batch()
-                out = step(G, D, opt_g, opt_d, x, torch.randn(len(x), G.latent_dim, device=device), y, update_g=k == d_steps - 1, **losses)
-            loss_d, loss_g = out["loss_d"], out["loss_g"]
-            if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-                raise FloatingPointError(f"GAN losses became {loss_d.item()}, {loss_g.item()} at step {it}: lower the learning rates")
-            bar.record(history, postfix={"d": f"{loss_d.item():.3f}", "g": f"{loss_g.item():.3f}"}, step=it, d_loss=loss_d.item(), g_loss=loss_g.item(),
-                       d_real=torch.sigmoid(out["real_logits"].detach().float()).mean().item(),
-                       d_fake=torch.sigmoid(out["fake_logits"].detach().float()).mean().item())
-            if callback is not None:
-                callback(it, G, D)
-            if bar.done():  # after the callback: its time counts
-                break
-    finally:
-        bar.close()
-        G.eval()
-        D.eval()
-    return dict(history)
+    def iteration(it: int, _) -> dict[str, float]:
+        for k in range(d_steps):  # the last D update comes with the G update
+            x, y = real_batch()
+            out = step(G, D, opt_g, opt_d, x, torch.randn(len(x), G.latent_dim, device=device), y, update_g=k == d_steps - 1, **losses)
+        return {"d_loss": out["loss_d"].item(), "g_loss": out["loss_g"].item(),
+                "d_real": torch.sigmoid(out["real_logits"].detach().float()).mean().item(),
+                "d_fake": torch.sigmoid(out["fake_logits"].detach().float()).mean().item()}
+
+    return run_steps(iteration, range(steps), modules=[G, D], desc=desc, steps=steps, max_seconds=max_seconds, watch=("d_loss", "g_loss"),
+                     callback=None if callback is None else (lambda it: callback(it, G, D)))
 
 
 def toy_gan(
@@ -513,33 +554,28 @@ def train_cyclegan(
     gens, discs = [G_AB, G_BA], [D_A, D_B]
     device = resolve_device(device, G_AB)
     for m in gens + discs:
-        m.to(device).train()
+        m.to(device)
     opt_g = torch.optim.Adam([p for m in gens for p in m.parameters()], lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam([p for m in discs for p in m.parameters()], lr=lr, betas=(0.5, 0.999))
     sample_a, sample_b = batch_sampler(a, seed=seed), batch_sampler(b, seed=seed + 1)
-    history: dict[str, list[float]] = defaultdict(list)
-    bar = Progress(desc, steps=steps, seconds=max_seconds)
-    try:
-        for step in range(1, steps + 1):
-            real_a, real_b = sample_a(batch_size).to(device), sample_b(batch_size).to(device)
-            fake_b, fake_a = G_AB(real_a), G_BA(real_b)
-            adv = least_squares(D_B(fake_b), 1.0) + least_squares(D_A(fake_a), 1.0)
-            cyc = cycle_loss(G_AB, G_BA, real_a, real_b)
-            opt_g.zero_grad(set_to_none=True)
-            (adv + lam_cycle * cyc).backward()
-            opt_g.step()
-            loss_d = 0.5 * (least_squares(D_A(real_a), 1.0) + least_squares(D_A(fake_a.detach()), 0.0)
-                            + least_squares(D_B(real_b), 1.0) + least_squares(D_B(fake_b.detach()), 0.0))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            if bar.record(history, step=step, g_adv=adv.item(), cycle=cyc.item(), d_loss=loss_d.item()):
-                break
-    finally:
-        bar.close()
-        for m in gens + discs:
-            m.eval()
-    return dict(history)
+
+    def iteration(step: int, _) -> dict[str, float]:
+        real_a, real_b = sample_a(batch_size).to(device), sample_b(batch_size).to(device)
+        fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+        adv = least_squares(D_B(fake_b), 1.0) + least_squares(D_A(fake_a), 1.0)
+        cyc = cycle_loss(G_AB, G_BA, real_a, real_b)
+        opt_g.zero_grad(set_to_none=True)
+        (adv + lam_cycle * cyc).backward()
+        opt_g.step()
+        loss_d = 0.5 * (least_squares(D_A(real_a), 1.0) + least_squares(D_A(fake_a.detach()), 0.0)
+                        + least_squares(D_B(real_b), 1.0) + least_squares(D_B(fake_b.detach()), 0.0))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        return {"g_adv": adv.item(), "cycle": cyc.item(), "d_loss": loss_d.item()}
+
+    return run_steps(iteration, range(steps), modules=gens + discs, desc=desc, steps=steps, max_seconds=max_seconds,
+                     watch=("g_adv", "cycle", "d_loss"))
 
 
 # --- semi-supervised learning (Kingma et al., 2014, M2; notebook 06 and the bench's `semisupervised`) ---------
@@ -566,7 +602,7 @@ def train_semisupervised(
     Stops after ``steps`` or ``max_seconds``. Returns ``{"step", "loss", "labelled", "unlabelled", "ce", "seconds"}``, one entry per step.
     """
     device = resolve_device(device, model)
-    model.to(device).train()
+    model.to(device)
     if (unlabelled_std is None) != (labelled_std is None):
         raise ValueError("give both unlabelled_std and labelled_std, or neither")
     x_unlabelled, x_labelled, y_labelled = x_unlabelled.to(device), x_labelled.to(device), y_labelled.to(device)
@@ -580,77 +616,27 @@ def train_semisupervised(
                 model.bias[k] = x_labelled[y_labelled == k].mean(0)
             model.log_scale.copy_(x_unlabelled.var(0).log().expand_as(model.log_scale))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    sched = cosine_decay(opt, steps=steps)  # by steps only, also under max_seconds
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the reparameterization noise
-    history: dict[str, list[float]] = defaultdict(list)
-    bar = Progress(desc, steps=steps, seconds=max_seconds)
-    try:
-        for step in range(1, steps + 1):
-            iu = torch.randint(len(x_unlabelled), (batch_size,), generator=g).to(device)
-            il = (torch.randint(len(x_labelled), (batch_size,), generator=g) if len(x_labelled) > batch_size
-                  else torch.arange(len(x_labelled))).to(device)
-            u, xl, yl = x_unlabelled[iu], x_labelled[il], y_labelled[il]
-            if unlabelled_std is not None:
-                u, xl = u + unlabelled_std[iu] * torch.randn_like(u), xl + labelled_std[il] * torch.randn_like(xl)
-            lab = model.labelled_loss(xl, yl).mean()
-            unlab = model.unlabelled_loss(u)[0].mean()
-            ce = torch.nn.functional.cross_entropy(model.classify(xl), yl)
-            loss = lab + unlab + alpha * ce
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if bar.record(history, step=step, loss=loss.item(), labelled=lab.item(), unlabelled=unlab.item(), ce=ce.item()):
-                break
-    finally:
-        bar.close()
-        model.eval()
-    return dict(history)
 
+    def iteration(step: int, _) -> dict[str, float]:
+        iu = torch.randint(len(x_unlabelled), (batch_size,), generator=g).to(device)
+        il = (torch.randint(len(x_labelled), (batch_size,), generator=g) if len(x_labelled) > batch_size
+              else torch.arange(len(x_labelled))).to(device)
+        u, xl, yl = x_unlabelled[iu], x_labelled[il], y_labelled[il]
+        if unlabelled_std is not None:
+            u, xl = u + unlabelled_std[iu] * torch.randn_like(u), xl + labelled_std[il] * torch.randn_like(xl)
+        lab = model.labelled_loss(xl, yl).mean()
+        unlab = model.unlabelled_loss(u)[0].mean()
+        ce = torch.nn.functional.cross_entropy(model.classify(xl), yl)
+        loss = lab + unlab + alpha * ce
+        if not math.isfinite(loss.item()):
+            return {"loss": loss.item()}  # no step on a NaN: the weights stay as they were, and run_steps stops the run
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.item(), "labelled": lab.item(), "unlabelled": unlab.item(), "ce": ce.item()}
 
-def fit_semisupervised_gmm(
-    x_unlabelled: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor, *, num_classes: int = 10,
-    unlabelled_weight: float = 0.01, iters: int = 100, tol: float = 1e-3, ridge: float = 1e-4,
-) -> GaussianClasses:
-    """Semi-supervised EM (Nigam, McCallum, Thrun & Mitchell, 2000) for one full-covariance Gaussian per class.
-
-    ``x_unlabelled: (N, D)``, ``x_labelled: (L, D)``, ``y_labelled: (L,)`` -> a fitted :class:`labsupport.models.GaussianClasses`.
-    E step: each unlabelled row's class responsibilities under the current Gaussians; a labelled row's are its
-    one-hot label. M step: weighted means, covariances (plus ``ridge * I``) and class frequencies, with each
-    unlabelled row weighted ``unlabelled_weight``. Why not weight 1: with 60 000 unlabelled rows against 100
-    labelled ones the likelihood of the unlabelled data alone decides, and EM drifts towards clusters that
-    explain the codes better than the classes do (the bench's `semisupervised` suite measures the drift and
-    picks the weight on label draws and test digits it does not report). Starts from the labelled class means,
-    half the data's covariance for every class and a uniform prior. Stops after ``iters`` steps, or earlier once no
-    mean moves by ``tol`` or more in any coordinate in a step; the returned model's ``n_iter`` says how many ran.
-    """
-    xu, xl = x_unlabelled.double(), x_labelled.double()
-    if xu.shape[1] != xl.shape[1] or len(xl) != len(y_labelled):
-        raise ValueError(f"expected x_unlabelled (N, D), x_labelled (L, D), y_labelled (L,), got {tuple(xu.shape)}, "
-                         f"{tuple(xl.shape)}, {tuple(y_labelled.shape)}")
-    missing = sorted(set(range(num_classes)) - set(y_labelled.tolist()))
-    if missing:
-        raise ValueError(f"every class needs at least one labelled row to start from; none for {missing}")
-    D = xu.shape[1]
-    means = torch.stack([xl[y_labelled == k].mean(0) for k in range(num_classes)])
-    gmm = GaussianClasses(means, (0.5 * torch.cov(xu.T)).expand(num_classes, D, D), torch.full((num_classes,), -math.log(num_classes)))
-    x_all = torch.cat([xu, xl])
-    r_labelled = torch.nn.functional.one_hot(y_labelled, num_classes).double()
-    n_iter = 0
-    while n_iter < iters:
-        n_iter += 1
-        with torch.no_grad():
-            r = torch.cat([unlabelled_weight * gmm.classify(xu).exp(), r_labelled])  # (N + L, K) weighted responsibilities
-            n_k = r.sum(0)                                                              # (K,)
-            means = (r.T @ x_all) / n_k[:, None]
-            diff = x_all[:, None, :] - means[None]                                       # (N + L, K, D)
-            covs = torch.einsum("nk,nkd,nke->kde", r, diff, diff) / n_k[:, None, None] + ridge * torch.eye(D, dtype=torch.float64)
-            moved = (means - gmm.means).abs().max().item()
-            gmm = GaussianClasses(means, covs, (n_k / n_k.sum()).log())
-        if moved < tol:
-            break
-    gmm.n_iter = n_iter
-    return gmm
+    return run_steps(iteration, range(steps), modules=[model], desc=desc, steps=steps, max_seconds=max_seconds)

@@ -131,7 +131,7 @@ def test_nan_losses_are_a_clear_error():
             return self.w * x[:, 0] * float("nan")
 
     G = models.MLP2D(2, 2, hidden=4, depth=1)
-    with pytest.raises(FloatingPointError, match="lower the learning rates"):
+    with pytest.raises(FloatingPointError, match="d_loss became nan at step 1: lower the learning rate"):
         train_gan(G, NanD(), batch_sampler(torch.randn(50, 2)), steps=2, batch_size=8, device="cpu")
 
 

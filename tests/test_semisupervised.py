@@ -119,7 +119,7 @@ def test_sampled_inputs_need_both_spreads_and_train():
 
 def test_semisupervised_em_labels_the_clusters_and_checks_its_input():
     """Two well-separated 2D blobs, one label each: EM finds both Gaussians and names them by the labels."""
-    from labsupport.train import fit_semisupervised_gmm
+    from labsupport.models import fit_semisupervised_gmm
 
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[-3.0, 0.0], [3.0, 1.0]])
@@ -135,7 +135,7 @@ def test_semisupervised_em_labels_the_clusters_and_checks_its_input():
 
 def test_semisupervised_em_stops_once_the_means_settle_and_that_changes_little():
     """``tol``: the early stop ends well before ``iters`` and lands close to the full run; ``tol=0`` runs every step."""
-    from labsupport.train import fit_semisupervised_gmm
+    from labsupport.models import fit_semisupervised_gmm
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(3).repeat_interleave(300)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -119,3 +121,50 @@ def test_config_pick(monkeypatch):
     assert config.pick(normal=10, fast=1) == 10
     monkeypatch.setenv("LABSUPPORT_THREADS", "3")
     assert config.num_threads() == 3
+
+
+def test_every_loop_has_the_one_nan_guard():
+    """train.run_steps is the only step loop: CycleGAN (which once had no guard) and M2 stop with the same message as fit."""
+    from labsupport import models
+    nets = [models.CycleGenerator(1, 1, width=2), models.CycleGenerator(1, 1, width=2), models.PatchDiscriminator(1, width=2),
+            models.PatchDiscriminator(1, width=2)]
+    with pytest.raises(FloatingPointError, match=r"^cycle became nan at step 1: lower the learning rate$"):
+        train.train_cyclegan(*nets, torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28), steps=2, batch_size=2, device="cpu",
+                             cycle_loss=lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    assert not any(n.training for n in nets), "eval mode after the loop, error or not"
+    model = torch.nn.Linear(1, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=r"^loss became nan at step 1: lower the learning rate$"):
+        train.fit(model, lambda m, b: m(b).mean() * float("nan"), [torch.ones(2, 1)], device="cpu")
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters())), "fit takes no step on a NaN loss"
+
+
+def test_cosine_decay_warms_up_then_falls_to_zero_by_steps_or_by_time():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    sched = train.cosine_decay(opt, steps=10, warmup=4)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(2.0 * 0.25 * 1.0) and lrs[3] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.3)))
+    assert lrs[5] == pytest.approx(1.0) and lrs[10] == pytest.approx(0.0, abs=1e-12)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = train.cosine_decay(opt, seconds=1e-9)  # a time budget already spent: the rate is at the end of its cosine
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_average_is_an_ema_with_a_warm_up():
+    """torch's AveragedModel: the first update copies, the n-th after it lerps with decay min(decay, (1 + n) / (10 + n))."""
+    model = torch.nn.Linear(3, 2)
+    avg = train.weight_average(model, decay=0.9)
+    want = None
+    for n in range(30):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(2, 3))
+        avg.update_parameters(model)
+        w = model.weight.detach()
+        want = w.clone() if want is None else want.lerp(w, 1 - min(0.9, (1 + n) / (10 + n)))
+    assert torch.equal(avg.module.weight, want)

@@ -1,4 +1,4 @@
-"""Notebook 03's shared pieces: train_vae / vae_loss, the VAE models, evaluate_vae, the shipped VAEs."""
+"""Notebook 03's shared pieces: train_vae / losses.vae_objective, the VAE models, evaluate_vae, the shipped VAEs."""
 
 import pytest
 import torch
@@ -39,16 +39,16 @@ class _Fixed(torch.nn.Module):
         return self.lin(z).view(-1, 1, 28, 28)
 
 
-def test_vae_loss_is_bernoulli_nll_summed_plus_kl():
+def test_vae_objective_is_bernoulli_nll_summed_plus_kl():
     torch.manual_seed(0)
     vae, x = _Fixed(), torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
-    loss, logs = losses.vae_loss(vae, x, beta=1.0)
+    loss, logs = losses.vae_objective(vae, x, beta=1.0)
     mu, logvar = vae.encode(x)
     rec = F.binary_cross_entropy_with_logits(vae.decode(mu), x, reduction="sum") / 4
     kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
     assert torch.allclose(loss, rec + kl, rtol=1e-4)
     assert logs["rec"] == pytest.approx(rec.item(), rel=1e-4) and logs["kl"] == pytest.approx(kl.item(), rel=1e-4)
-    loss3, _ = losses.vae_loss(vae, x, beta=3.0)
+    loss3, _ = losses.vae_objective(vae, x, beta=3.0)
     assert torch.allclose(loss3, rec + 3 * kl, rtol=1e-4)
 
 
@@ -56,9 +56,9 @@ def test_train_vae_lowers_the_negative_elbo(digits):
     config.seed_everything(0)
     vae = models.MLPVAE(16, 128)
     held_out = metrics.binarized_test_set(500)
-    before = metrics.negative_elbo(vae, held_out)
+    before = metrics.dataset_negative_elbo(vae, held_out)
     hist = train.train_vae(vae, digits, epochs=4, seed=0, lr_decay=True)
-    after = metrics.negative_elbo(vae, held_out)
+    after = metrics.dataset_negative_elbo(vae, held_out)
     assert before > 500 and after < 230, (before, after)  # an untrained decoder gives about 543 nats (784 ln 2)
     assert {"loss", "rec", "kl", "step", "seconds"} <= set(hist) and len(hist["loss"]) == 4 * 12
     assert sum(hist["loss"][-5:]) < sum(hist["loss"][:5])
@@ -99,7 +99,7 @@ def test_evaluate_vae_repeats_and_iw_is_tighter(digits):
     assert a == b
     x = metrics.binarized_test_set(30)
     torch.manual_seed(0)
-    elbo = metrics.negative_elbo(vae, x)
+    elbo = metrics.dataset_negative_elbo(vae, x)
     assert a["test_iw_nll"] < elbo  # the importance-weighted bound is tighter than the ELBO
 
 
