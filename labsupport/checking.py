@@ -45,7 +45,7 @@ from typing import Any, Callable
 PACKAGE = Path(__file__).resolve().parent
 SELF = str(Path(__file__).resolve())
 KEY_BYTES = 32
-REFERENCE_MODULES = ("losses", "train", "metrics", "diffusion")  # the course's own answers: calling them is not the student's work
+REFERENCE_MODULES = ("losses", "train", "metrics", "diffusion", "debias")  # the course's own answers: calling them is not the student's work
 NOT_ANSWERS = ("labsupport.diffusion.Schedule.",)  # a schedule's numbers (beta, alpha_bar, ...) are the exercises' inputs, not answers
 MAX_VERDICT_BYTES = 200_000
 

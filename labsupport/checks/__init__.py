@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09
+from . import core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_pca
@@ -21,6 +21,7 @@ from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize
 from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
 from .nb05 import check_critic_loss, check_cycle_consistency_loss, check_gradient_penalty, check_wgan_gp_step
 from .nb06 import check_auroc, check_gradient_energy
+from .nb06_debias import check_resampling_weights
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
 from .nb09 import check_euler_sample, check_flow_matching_loss, check_heun_step
@@ -57,6 +58,7 @@ __all__ = [
     "check_gradient_penalty",
     "check_wgan_gp_step",
     "check_auroc",
+    "check_resampling_weights",
     "check_gradient_energy",
     "check_slerp",
     "check_ddpm_step",
@@ -66,4 +68,4 @@ __all__ = [
     "check_flow_matching_loss",
     "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb09)  # every module of the package (the grader watches them all)
