@@ -477,8 +477,8 @@ def semisupervised(b: Bench) -> None:
     """Issue 20: learning from 100 labels (10 per class), mean and spread over label draws: logistic regression on pixels and
     on the shipped VAE's codes, and Kingma et al. (2014)'s M1+M2 (M2 over the VAE's active code dimensions); then the shipped
     cGAN's digits as extra training data for the codes' logistic regression (the cGAN itself saw all 60 000 labels)."""
-    from labsupport.models import SemiSupervisedVAE
-    from labsupport.train import fit_semisupervised_gmm, train_semisupervised
+    from labsupport.models import SemiSupervisedVAE, fit_semisupervised_gmm
+    from labsupport.train import train_semisupervised
 
     draws, steps, n_test = b.pick(list(range(5)), [0, 1]), b.pick(4000, 100), b.pick(None, 2000)
     vae = pretrained.load_or_train("vae", device=b.device)
