@@ -17,6 +17,14 @@ from labsupport import config
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SUITES: dict[str, Callable[["Bench"], None]] = {}
+# Targets given up on purpose (issue 35): their metrics stay in the table as records with no target and no pass/fail;
+# the README's generated section lists why, and the suites' docstrings say it where the records are made.
+RETIRED = {
+    "DCGAN (shipped): IS >= 9, FID <= 1.05 x floor": "six recipe searches reached IS 8.99 and FID 1.17 x floor; the diffusion "
+                                                     "model is now the course's best generator",
+    "semisupervised 100 labels: M1+M2 >= 90%": "it reached 89.3%; M1 + semi-supervised EM meets the 90% goal (95.1%) and keeps "
+                                               "its target",
+}
 
 
 def suite(fn: Callable[["Bench"], None]) -> Callable[["Bench"], None]:
