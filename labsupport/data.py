@@ -154,16 +154,6 @@ def grid_of_gaussians(n: int, side: int = 5, spacing: float = 2.0, std: float = 
     return gaussian_mixture(n, centers, std, g), centers
 
 
-def two_moons(n: int, noise: float = 0.1, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two interleaving half circles. Returns ``x: (n, 2)`` and the moon label ``y: (n,)``."""
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
-    y = torch.randint(2, (n,), generator=g)
-    t = math.pi * torch.rand(n, generator=g)
-    x = torch.stack([t.cos(), t.sin()], dim=1)
-    x = torch.where(y[:, None] == 1, torch.stack([1 - t.cos(), 0.5 - t.sin()], dim=1), x)
-    return x + noise * torch.randn(n, 2, generator=g), y
-
-
 def few_labels(y: torch.Tensor, per_class: int = 10, seed: int = 0) -> torch.Tensor:
     """Indices of ``per_class`` examples of every class in ``y: (N,)``, drawn with ``seed``: a semi-supervised label draw.
 

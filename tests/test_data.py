@@ -60,5 +60,3 @@ def test_toy_mixtures():
     assert (d < 0.05).float().mean() > 0.99
     g, gc = data.grid_of_gaussians(1000, seed=0)
     assert gc.shape == (25, 2) and gc.min() == -4 and gc.max() == 4
-    m, my = data.two_moons(500, seed=0)
-    assert m.shape == (500, 2) and set(my.tolist()) == {0, 1}
