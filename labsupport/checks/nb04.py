@@ -43,27 +43,35 @@ def check_discriminator_loss(fn: Callable) -> None:
         got, grads = _gan_scalar(fn, (real, fake), name)
         if not close(got, want, rtol=1e-4, atol=1e-5):
             sig_r, sig_f = torch.sigmoid(real), torch.sigmoid(fake)
-            mistakes = {
-                "The labels are swapped: real data should get label 1 (D(x) -> 1) and generated data label 0. "
-                "Your loss rewards D for calling real digits fake.": _softplus(real).mean() + _softplus(-fake).mean(),
-                "The sign is flipped: the loss to minimise is -E[log D(x)] - E[log(1 - D(G(z)))], which is positive "
-                "(the log of a probability is negative).": -want,
-                "The term for generated data is missing: add -E[log(1 - D(G(z)))] (D must also learn to reject fakes).": _softplus(-real).mean(),
-                "The term for real data is missing: add -E[log D(x)] (D must also learn to accept real data).": _softplus(fake).mean(),
-                "You applied a sigmoid to something that is already a probability (a sigmoid twice): the inputs are logits, and "
-                "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself. Pass the logits directly.":
-                    _softplus(-sig_r).mean() + _softplus(sig_f).mean(),
-                "This is a squared error on probabilities (the least-squares GAN loss), not the log-loss: use "
-                "-log D(x) and -log(1 - D(G(z))).": ((sig_r - 1) ** 2).mean() + (sig_f ** 2).mean(),
-                "This is linear in the probabilities (1 - D(x) + D(G(z))), not the log-loss: take the log of the probabilities.":
-                    (1 - sig_r).mean() + sig_f.mean(),
-                "This uses the raw scores (-E[logit(x)] + E[logit(G(z))], the Wasserstein critic loss), not the log-loss: "
-                "turn logits into log-probabilities with logsigmoid or BCE with logits.": -real.mean() + fake.mean(),
-                "You summed over the batch instead of averaging: the loss is the sum of two batch MEANS.": want * B,
-                "Your value is half the right one: you probably averaged over the 2B real and fake logits together. "
-                "Average each term over its own batch, then add the two means.": want / 2,
-            }
-            found = named(got, mistakes.items())
+            mistakes = [
+                ("The labels are swapped: real data should get label 1 (D(x) -> 1) and generated data label 0. "
+                 "Your loss rewards D for calling real digits fake.",
+                 _softplus(real).mean() + _softplus(-fake).mean()),
+                ("The sign is flipped: the loss to minimise is -E[log D(x)] - E[log(1 - D(G(z)))], which is positive "
+                 "(the log of a probability is negative).",
+                 -want),
+                ("The term for generated data is missing: add -E[log(1 - D(G(z)))] (D must also learn to reject fakes).",
+                 _softplus(-real).mean()),
+                ("The term for real data is missing: add -E[log D(x)] (D must also learn to accept real data).",
+                 _softplus(fake).mean()),
+                ("You applied a sigmoid to something that is already a probability (a sigmoid twice): the inputs are logits, and "
+                 "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself. Pass the logits directly.",
+                 _softplus(-sig_r).mean() + _softplus(sig_f).mean()),
+                ("This is a squared error on probabilities (the least-squares GAN loss), not the log-loss: use "
+                 "-log D(x) and -log(1 - D(G(z))).",
+                 ((sig_r - 1) ** 2).mean() + (sig_f ** 2).mean()),
+                ("This is linear in the probabilities (1 - D(x) + D(G(z))), not the log-loss: take the log of the probabilities.",
+                 (1 - sig_r).mean() + sig_f.mean()),
+                ("This uses the raw scores (-E[logit(x)] + E[logit(G(z))], the Wasserstein critic loss), not the log-loss: "
+                 "turn logits into log-probabilities with logsigmoid or BCE with logits.",
+                 -real.mean() + fake.mean()),
+                ("You summed over the batch instead of averaging: the loss is the sum of two batch MEANS.",
+                 want * B),
+                ("Your value is half the right one: you probably averaged over the 2B real and fake logits together. "
+                 "Average each term over its own batch, then add the two means.",
+                 want / 2),
+            ]
+            found = named(got, mistakes)
             if found:
                 raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
             near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
@@ -99,23 +107,32 @@ def check_generator_loss(fn: Callable) -> None:
         got, grads = _gan_scalar(fn, (fake,), name)
         if not close(got, want, rtol=1e-4, atol=1e-5):
             sig = torch.sigmoid(fake)
-            mistakes = {
-                "This is the SATURATING loss E[log(1 - D(G(z)))] of the original min-max game. It has the same fixed point, "
-                "but when D confidently rejects the fakes (D(G(z)) near 0, as early in training) its gradient vanishes "
-                "(d/dl log(1 - sigmoid(l)) = -sigmoid(l) -> 0), so G stops learning. Use the non-saturating loss "
-                "-E[log D(G(z))], whose gradient is largest exactly there.": losses.gan_g_loss_saturating(fake),
-                "The target is the discriminator's: you labelled the fakes 0. G wants D to call its samples REAL (label 1): "
-                "minimise -E[log D(G(z))].": _softplus(fake).mean(),
-                "The sign is flipped: -E[log D(G(z))] is positive (the log of a probability is negative), and G minimises it.": -want,
-                "You applied a sigmoid to something that is already a probability (a sigmoid twice): fake_logits are logits; "
-                "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself.": _softplus(-sig).mean(),
-                "This is a squared error on the probability (the least-squares GAN loss), not the log-loss -log D(G(z)).": ((sig - 1) ** 2).mean(),
-                "This is linear in the probability (-D(G(z)) or 1 - D(G(z))), not the log-loss -log D(G(z)).": -sig.mean(),
-                "This is linear in the probability (1 - D(G(z))), not the log-loss -log D(G(z)).": (1 - sig).mean(),
-                "This uses the raw scores (-E[logit], the Wasserstein generator loss), not the log-loss -log D(G(z)).": -fake.mean(),
-                "You summed over the batch instead of averaging: the loss is a batch MEAN.": want * B,
-            }
-            found = named(got, mistakes.items())
+            mistakes = [
+                ("This is the SATURATING loss E[log(1 - D(G(z)))] of the original min-max game. It has the same fixed point, "
+                 "but when D confidently rejects the fakes (D(G(z)) near 0, as early in training) its gradient vanishes "
+                 "(d/dl log(1 - sigmoid(l)) = -sigmoid(l) -> 0), so G stops learning. Use the non-saturating loss "
+                 "-E[log D(G(z))], whose gradient is largest exactly there.",
+                 losses.gan_g_loss_saturating(fake)),
+                ("The target is the discriminator's: you labelled the fakes 0. G wants D to call its samples REAL (label 1): "
+                 "minimise -E[log D(G(z))].",
+                 _softplus(fake).mean()),
+                ("The sign is flipped: -E[log D(G(z))] is positive (the log of a probability is negative), and G minimises it.",
+                 -want),
+                ("You applied a sigmoid to something that is already a probability (a sigmoid twice): fake_logits are logits; "
+                 "binary_cross_entropy_with_logits (or logsigmoid/softplus) applies the sigmoid itself.",
+                 _softplus(-sig).mean()),
+                ("This is a squared error on the probability (the least-squares GAN loss), not the log-loss -log D(G(z)).",
+                 ((sig - 1) ** 2).mean()),
+                ("This is linear in the probability (-D(G(z)) or 1 - D(G(z))), not the log-loss -log D(G(z)).",
+                 -sig.mean()),
+                ("This is linear in the probability (1 - D(G(z))), not the log-loss -log D(G(z)).",
+                 (1 - sig).mean()),
+                ("This uses the raw scores (-E[logit], the Wasserstein generator loss), not the log-loss -log D(G(z)).",
+                 -fake.mean()),
+                ("You summed over the batch instead of averaging: the loss is a batch MEAN.",
+                 want * B),
+            ]
+            found = named(got, mistakes)
             if found:
                 raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
             near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
@@ -321,13 +338,13 @@ def _conv_size(fn: Callable, args: tuple, name: str) -> int:
 
 
 def _conv_verdict(fn: Callable, name: str, cases: list[tuple[int, ...]], truth: Callable[..., int], params: str,
-                  mistakes: dict[str, Callable[..., int]], layer: str) -> None:
+                  mistakes: list[tuple[str, Callable[..., int]]], layer: str) -> None:
     """Compare ``fn`` with PyTorch's ``truth`` on every case; name the mistake whose formula explains all its answers."""
     got = [_conv_size(fn, case, name) for case in cases]
     want = [truth(*case) for case in cases]
     if got == want:
         return
-    found = named(got, [(m, [f(*case) for case in cases]) for m, f in mistakes.items()], rtol=0, atol=0)
+    found = named(got, [(m, [f(*case) for case in cases]) for m, f in mistakes], rtol=0, atol=0)
     i = next(j for j in range(len(cases)) if got[j] != want[j])
     shown = ", ".join(f"{k}={v}" for k, v in zip(params.split(), cases[i]))
     raise CheckFailed((found + " " if found else "") + f"{name}({shown}) gave {got[i]}; {layer} gives {want[i]}.")
@@ -338,16 +355,20 @@ def check_conv_out(fn: Callable) -> None:
     """``conv_out(size, kernel, stride=1, padding=0) -> int``: the output side of ``nn.Conv2d`` on a ``size x size`` input."""
     cases = [(28, 4, 2, 1), (7, 4, 2, 1), (3, 4, 2, 1), (10, 3, 2, 0), (5, 3, 1, 0), (6, 5, 1, 2), (9, 3, 3, 1)]
     truth = lambda n, k, s, p: torch.nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]  # PyTorch's own answer
-    mistakes = {
-        "It rounds up: when the windows do not tile the padded input exactly, the last partial window is dropped, so "
-        "the division rounds DOWN (floor, //).": lambda n, k, s, p: -(-(n + 2 * p - k) // s) + 1,
-        "The +1 is missing: (size + 2*padding - kernel) // stride counts the steps between window positions; the "
-        "positions are one more (the first window counts too).": lambda n, k, s, p: (n + 2 * p - k) // s,
-        "The padding is counted once: it is added on BOTH sides of the input, 2 * padding.": lambda n, k, s, p: (n + p - k) // s + 1,
-        "The stride is ignored: a stride-s window lands on every s-th position, so divide by the stride.": lambda n, k, s, p: n + 2 * p - k + 1,
-        "This is the transposed convolution's formula (it grows the image); an ordinary convolution shrinks it.":
-            lambda n, k, s, p: (n - 1) * s - 2 * p + k,
-    }
+    mistakes = [
+        ("It rounds up: when the windows do not tile the padded input exactly, the last partial window is dropped, so "
+         "the division rounds DOWN (floor, //).",
+         lambda n, k, s, p: -(-(n + 2 * p - k) // s) + 1),
+        ("The +1 is missing: (size + 2*padding - kernel) // stride counts the steps between window positions; the "
+         "positions are one more (the first window counts too).",
+         lambda n, k, s, p: (n + 2 * p - k) // s),
+        ("The padding is counted once: it is added on BOTH sides of the input, 2 * padding.",
+         lambda n, k, s, p: (n + p - k) // s + 1),
+        ("The stride is ignored: a stride-s window lands on every s-th position, so divide by the stride.",
+         lambda n, k, s, p: n + 2 * p - k + 1),
+        ("This is the transposed convolution's formula (it grows the image); an ordinary convolution shrinks it.",
+         lambda n, k, s, p: (n - 1) * s - 2 * p + k),
+    ]
     _conv_verdict(fn, "conv_out", cases, truth, "size kernel stride padding", mistakes, "nn.Conv2d")
     passed("conv_out", f"{len(cases)} cases against nn.Conv2d")
 
@@ -358,19 +379,23 @@ def check_conv_transpose_out(fn: Callable) -> None:
     cases = [(7, 4, 2, 1, 0), (14, 4, 2, 1, 0), (3, 3, 2, 1, 1), (4, 5, 1, 2, 0), (5, 3, 2, 0, 1), (2, 4, 3, 0, 2)]
     truth = lambda n, k, s, p, op: torch.nn.ConvTranspose2d(1, 1, k, s, p, output_padding=op)(torch.zeros(1, 1, n, n)).shape[-1]
     right = lambda n, k, s, p, op: (n - 1) * s - 2 * p + k + op
-    mistakes = {
-        "output_padding is ignored: it adds that many pixels on one side of the output (it tells apart the input sizes "
-        "that an ordinary convolution would map to the same output).": lambda n, k, s, p, op: right(n, k, s, p, op) - op,
-        "output_padding is subtracted: it ADDS pixels to the output.": lambda n, k, s, p, op: right(n, k, s, p, op) - 2 * op,
-        "This is the ordinary convolution's formula: a transposed convolution inverts it. Solve "
-        "out = (n + 2*padding - kernel) // stride + 1 for n, the size that a convolution would shrink to `size`.":
-            lambda n, k, s, p, op: (n + 2 * p - k) // s + 1,
-        "The inversion went wrong: the signs of padding and kernel are swapped. Padding is removed from the grown "
-        "image, and each input pixel spreads over a whole kernel.": lambda n, k, s, p, op: (n - 1) * s + 2 * p - k + op,
-        "The -1 is missing: n input pixels are n - 1 strides apart, and the first kernel adds its full width, so "
-        "(size - 1) * stride, not size * stride.": lambda n, k, s, p, op: n * s - 2 * p + k + op,
-        "The padding is removed once: a transposed convolution trims it from BOTH sides, 2 * padding.":
-            lambda n, k, s, p, op: (n - 1) * s - p + k + op,
-    }
+    mistakes = [
+        ("output_padding is ignored: it adds that many pixels on one side of the output (it tells apart the input sizes "
+         "that an ordinary convolution would map to the same output).",
+         lambda n, k, s, p, op: right(n, k, s, p, op) - op),
+        ("output_padding is subtracted: it ADDS pixels to the output.",
+         lambda n, k, s, p, op: right(n, k, s, p, op) - 2 * op),
+        ("This is the ordinary convolution's formula: a transposed convolution inverts it. Solve "
+         "out = (n + 2*padding - kernel) // stride + 1 for n, the size that a convolution would shrink to `size`.",
+         lambda n, k, s, p, op: (n + 2 * p - k) // s + 1),
+        ("The inversion went wrong: the signs of padding and kernel are swapped. Padding is removed from the grown "
+         "image, and each input pixel spreads over a whole kernel.",
+         lambda n, k, s, p, op: (n - 1) * s + 2 * p - k + op),
+        ("The -1 is missing: n input pixels are n - 1 strides apart, and the first kernel adds its full width, so "
+         "(size - 1) * stride, not size * stride.",
+         lambda n, k, s, p, op: n * s - 2 * p + k + op),
+        ("The padding is removed once: a transposed convolution trims it from BOTH sides, 2 * padding.",
+         lambda n, k, s, p, op: (n - 1) * s - p + k + op),
+    ]
     _conv_verdict(fn, "conv_transpose_out", cases, truth, "size kernel stride padding output_padding", mistakes, "nn.ConvTranspose2d")
     passed("conv_transpose_out", f"{len(cases)} cases against nn.ConvTranspose2d")

@@ -45,24 +45,30 @@ def check_q_sample(fn: Callable) -> None:
         col = lambda v: v.float().view(-1, 1, 1, 1)  # noqa: E731
         ab, a = s.alpha_bar.float(), s.alpha.float()
         form = lambda cs, cn: col(cs) * x0 + col(cn) * noise  # noqa: E731
-        mistakes = {
-            "You used alpha_t = 1 - beta_t, one step's keep-rate, where the closed form needs alpha_bar_t = prod_{s<=t} alpha_s: "
-            "q(x_t | x_0) jumps all t steps at once, so its signal is scaled by the product of all of them.": form(a[t].sqrt(), (1 - a[t]).sqrt()),
-            "Missing square roots: sqrt(alpha_bar_t) scales the signal and sqrt(1 - alpha_bar_t) the noise. (1 - alpha_bar_t) is the "
-            "noise's VARIANCE; a standard normal times s has variance s^2.": form(ab[t], 1 - ab[t]),
-            "The noise term is missing its square root: the noise's variance is 1 - alpha_bar_t, so it is scaled by sqrt(1 - alpha_bar_t).":
-                form(ab[t].sqrt(), 1 - ab[t]),
-            "The signal term is missing its square root: x_0 is scaled by sqrt(alpha_bar_t).": form(ab[t], (1 - ab[t]).sqrt()),
-            "t is off by one: you read alpha_bar at t - 1. The schedule arrays have T + 1 entries with index 0 = no noise, so "
-            "alpha_bar[t] is already the value for step t.": form(ab[t - 1].sqrt(), (1 - ab[t - 1]).sqrt()),
-            "t is off by one: you read alpha_bar at t + 1. The schedule arrays have T + 1 entries with index 0 = no noise, so "
-            "alpha_bar[t] is already the value for step t.": form(ab[(t + 1).clamp(max=s.T)].sqrt(), (1 - ab[(t + 1).clamp(max=s.T)]).sqrt()),
-            "x0 and noise are swapped: the SIGNAL is scaled by sqrt(alpha_bar_t) (near 1 for small t) and the noise by sqrt(1 - alpha_bar_t).":
-                col(ab[t].sqrt()) * noise + col((1 - ab[t]).sqrt()) * x0,
-            "alpha_bar[t] has shape (B,) and was not reshaped: it broadcast along the images' last axis (the width), not over the batch. "
-            "Give it shape (B, 1, 1, 1), e.g. with .view(-1, 1, 1, 1).": ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise,
-        }
-        found = named(out, mistakes.items())
+        mistakes = [
+            ("You used alpha_t = 1 - beta_t, one step's keep-rate, where the closed form needs alpha_bar_t = prod_{s<=t} alpha_s: "
+             "q(x_t | x_0) jumps all t steps at once, so its signal is scaled by the product of all of them.",
+             form(a[t].sqrt(), (1 - a[t]).sqrt())),
+            ("Missing square roots: sqrt(alpha_bar_t) scales the signal and sqrt(1 - alpha_bar_t) the noise. (1 - alpha_bar_t) is the "
+             "noise's VARIANCE; a standard normal times s has variance s^2.",
+             form(ab[t], 1 - ab[t])),
+            ("The noise term is missing its square root: the noise's variance is 1 - alpha_bar_t, so it is scaled by sqrt(1 - alpha_bar_t).",
+             form(ab[t].sqrt(), 1 - ab[t])),
+            ("The signal term is missing its square root: x_0 is scaled by sqrt(alpha_bar_t).",
+             form(ab[t], (1 - ab[t]).sqrt())),
+            ("t is off by one: you read alpha_bar at t - 1. The schedule arrays have T + 1 entries with index 0 = no noise, so "
+             "alpha_bar[t] is already the value for step t.",
+             form(ab[t - 1].sqrt(), (1 - ab[t - 1]).sqrt())),
+            ("t is off by one: you read alpha_bar at t + 1. The schedule arrays have T + 1 entries with index 0 = no noise, so "
+             "alpha_bar[t] is already the value for step t.",
+             form(ab[(t + 1).clamp(max=s.T)].sqrt(), (1 - ab[(t + 1).clamp(max=s.T)]).sqrt())),
+            ("x0 and noise are swapped: the SIGNAL is scaled by sqrt(alpha_bar_t) (near 1 for small t) and the noise by sqrt(1 - alpha_bar_t).",
+             col(ab[t].sqrt()) * noise + col((1 - ab[t]).sqrt()) * x0),
+            ("alpha_bar[t] has shape (B,) and was not reshaped: it broadcast along the images' last axis (the width), not over the batch. "
+             "Give it shape (B, 1, 1, 1), e.g. with .view(-1, 1, 1, 1).",
+             ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise),
+        ]
+        found = named(out, mistakes)
         if found:
             raise CheckFailed(found)
         first = int((~torch.isclose(out, want, rtol=1e-4, atol=1e-5)).flatten(1).any(1).nonzero()[0])
@@ -126,15 +132,18 @@ def check_diffusion_loss(fn: Callable) -> None:
     want = ((eps - pred) ** 2).mean()
     if not close(out, want, rtol=1e-3, atol=1e-5):
         independent = 1 + (pred ** 2).mean()  # E||eps' - pred||^2 per pixel when eps' is a fresh draw, independent of x_t
-        mistakes = {
-            "You summed over the pixels (and averaged over the batch): average over pixels AND batch, so the loss does not scale "
-            "with the image size (F.mse_loss does this).": want * 784,
-            "You summed over everything: take the mean over the batch and the pixels.": want * 784 * B,
-            "The loss compares the prediction with x0: the network predicts the NOISE eps that made x_t (DDPM's simple loss).":
-                ((x0 - pred) ** 2).mean(),
-            "The prediction is compared with x_t: the target is the noise eps that made x_t.": ((xt - pred) ** 2).mean(),
-        }
-        found = named(out.detach(), [(k, v.detach()) for k, v in mistakes.items()])
+        mistakes = [
+            ("You summed over the pixels (and averaged over the batch): average over pixels AND batch, so the loss does not scale "
+             "with the image size (F.mse_loss does this).",
+             want * 784),
+            ("You summed over everything: take the mean over the batch and the pixels.",
+             want * 784 * B),
+            ("The loss compares the prediction with x0: the network predicts the NOISE eps that made x_t (DDPM's simple loss).",
+             ((x0 - pred) ** 2).mean()),
+            ("The prediction is compared with x_t: the target is the noise eps that made x_t.",
+             ((xt - pred) ** 2).mean()),
+        ]
+        found = named(out.detach(), [(k, v.detach()) for k, v in mistakes])
         if found:
             raise CheckFailed(found)
         if abs(out.item() - independent.item()) < 0.02 * independent.item():
@@ -176,28 +185,36 @@ def check_ddpm_step(fn: Callable) -> None:
         if close(out, want, rtol=1e-4, atol=1e-5):
             continue
         ref = lambda **kw: _ddpm_reference(eps, xt, t, s, noise, **kw)  # noqa: E731
-        mistakes = {
-            "The mean divides by sqrt(alpha_bar_t); one reverse step undoes ONE forward step, so it divides by sqrt(alpha_t) "
-            "(alpha_bar belongs only in the noise coefficient beta_t / sqrt(1 - alpha_bar_t)).": ref(mean_denominator="alpha_bar"),
-            "The noise coefficient uses alpha_t where alpha_bar_t belongs: eps is the noise of the whole path from x_0, so the "
-            "coefficient is beta_t / sqrt(1 - alpha_bar_t).": ref(coef="alpha"),
-            "Missing square root in the noise coefficient: it is beta_t / sqrt(1 - alpha_bar_t).": ref(coef="nosqrt"),
-            "Missing square root: the mean divides by sqrt(alpha_t), not alpha_t.": ref(mean_denominator="nosqrt"),
-            "The sign of the noise term is flipped: the step REMOVES the predicted noise, x_t - beta_t / sqrt(1 - alpha_bar_t) * eps.":
-                ref(sign=-1.0),
-            "The added noise is scaled by the variance beta_tilde_t; a standard normal must be scaled by the standard deviation "
-            "sqrt(beta_tilde_t).": ref(std_of="variance"),
-            "You used sigma_t^2 = beta_t. Ho et al. allow it (an upper bound), but this exercise and the course's sampler use the "
-            "posterior's variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (schedule.posterior_variance()).":
-                ref(var="beta"),
-            "The variance beta_t is used as a standard deviation, and it is not the posterior's variance: scale the noise by "
-            "sqrt(beta_tilde_t).": ref(var="beta", std_of="variance"),
-            "No noise was added: DDPM's reverse step samples x_{t-1} ~ N(mean, beta_tilde_t I); only the last step (t = 1) is the "
-            "plain mean. (Noise-free steps are DDIM's, with a different mean.)": ref(var="none"),
-            "t is off by one: you read the schedule at t - 1. Index 0 of every schedule array means no noise, so step t uses "
-            "beta[t], alpha[t] and alpha_bar[t].": ref(at=t - 1) if t > 1 else None,
-        }
-        found = named(out, mistakes.items())
+        mistakes = [
+            ("The mean divides by sqrt(alpha_bar_t); one reverse step undoes ONE forward step, so it divides by sqrt(alpha_t) "
+             "(alpha_bar belongs only in the noise coefficient beta_t / sqrt(1 - alpha_bar_t)).",
+             ref(mean_denominator="alpha_bar")),
+            ("The noise coefficient uses alpha_t where alpha_bar_t belongs: eps is the noise of the whole path from x_0, so the "
+             "coefficient is beta_t / sqrt(1 - alpha_bar_t).",
+             ref(coef="alpha")),
+            ("Missing square root in the noise coefficient: it is beta_t / sqrt(1 - alpha_bar_t).",
+             ref(coef="nosqrt")),
+            ("Missing square root: the mean divides by sqrt(alpha_t), not alpha_t.",
+             ref(mean_denominator="nosqrt")),
+            ("The sign of the noise term is flipped: the step REMOVES the predicted noise, x_t - beta_t / sqrt(1 - alpha_bar_t) * eps.",
+             ref(sign=-1.0)),
+            ("The added noise is scaled by the variance beta_tilde_t; a standard normal must be scaled by the standard deviation "
+             "sqrt(beta_tilde_t).",
+             ref(std_of="variance")),
+            ("You used sigma_t^2 = beta_t. Ho et al. allow it (an upper bound), but this exercise and the course's sampler use the "
+             "posterior's variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (schedule.posterior_variance()).",
+             ref(var="beta")),
+            ("The variance beta_t is used as a standard deviation, and it is not the posterior's variance: scale the noise by "
+             "sqrt(beta_tilde_t).",
+             ref(var="beta", std_of="variance")),
+            ("No noise was added: DDPM's reverse step samples x_{t-1} ~ N(mean, beta_tilde_t I); only the last step (t = 1) is the "
+             "plain mean. (Noise-free steps are DDIM's, with a different mean.)",
+             ref(var="none")),
+            ("t is off by one: you read the schedule at t - 1. Index 0 of every schedule array means no noise, so step t uses "
+             "beta[t], alpha[t] and alpha_bar[t].",
+             ref(at=t - 1) if t > 1 else None),
+        ]
+        found = named(out, mistakes)
         if found:
             raise CheckFailed(found + f"\n  (seen at t = {t})")
         raise CheckFailed(f"{name} at t = {t} is wrong: expected (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t) "
