@@ -175,6 +175,35 @@ def group_accuracy(model: DebiasingVAE, x: torch.Tensor, y: torch.Tensor, share:
     return acc
 
 
+def run(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    seed: int,
+    weights_fn: WeightsFn | None = None,
+    *,
+    share: float = RARE_SHARE,
+    epochs: int = 3,
+    latent_dim: int = 8,
+    device: torch.device | str | None = None,
+) -> dict:
+    """One training on the biased set drawn with ``seed`` (the seed also draws the initial network and the batches):
+    the baseline when ``weights_fn`` is None, else debiased with it. x: (N, 1, 28, 28), y: (N,) clean digits.
+
+    Returns the accuracies of :func:`group_accuracy` and ``method``, ``seed``, ``rare_seen`` (the rare group's share of
+    the examples drawn in the last epoch), ``rare_train``, ``model``, ``history``, ``rare_group`` (the (N,) mask, for
+    evaluation only) and ``x`` (the biased training images)."""
+    xb, yb, rare = biased_mnist(x, y, share, seed=seed)
+    torch.manual_seed(seed)  # the same initial network for both methods
+    model = DebiasingVAE(latent_dim)
+    hist = train_debiasing(model, xb, yb, weights_fn=weights_fn, epochs=epochs, seed=seed, device=device)
+    acc = group_accuracy(model, x_test, y_test, share)
+    return {"seed": seed, "method": "baseline" if weights_fn is None else "debiased", **acc,
+            "rare_seen": rare[hist["drawn"][-1]].double().mean().item(), "rare_train": rare.double().mean().item(),
+            "model": model, "history": hist, "rare_group": rare, "x": xb}
+
+
 def compare(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -182,29 +211,10 @@ def compare(
     y_test: torch.Tensor,
     seeds: list[int],
     weights_fn: WeightsFn | None = None,
-    *,
-    share: float = RARE_SHARE,
-    epochs: int = 3,
-    latent_dim: int = 8,
-    device: torch.device | str | None = None,
+    **kwargs,
 ) -> list[dict]:
-    """Baseline vs debiased, one pair per seed (the seed draws the rare group, the initialisation and the batches).
-
-    ``weights_fn`` defaults to :func:`resampling_weights`. Returns one dict per (seed, method) with the
-    accuracies of :func:`group_accuracy`, ``rare_seen`` (the rare group's share of the examples drawn in the
-    last epoch), ``model``, ``history``, ``rare_group`` (the (N,) mask) and ``x`` (the biased training images)."""
-    weights_fn = weights_fn or resampling_weights
-    runs = []
-    for seed in seeds:
-        xb, yb, rare = biased_mnist(x, y, share, seed=seed)
-        for method, fn in (("baseline", None), ("debiased", weights_fn)):
-            torch.manual_seed(seed)  # the same initial network for both methods
-            model = DebiasingVAE(latent_dim)
-            hist = train_debiasing(model, xb, yb, weights_fn=fn, epochs=epochs, seed=seed, device=device)
-            acc = group_accuracy(model, x_test, y_test, share)
-            runs.append({"seed": seed, "method": method, **acc, "rare_seen": rare[hist["drawn"][-1]].double().mean().item(),
-                         "rare_train": rare.double().mean().item(), "model": model, "history": hist, "rare_group": rare, "x": xb})
-    return runs
+    """Baseline vs debiased (:func:`run`), one pair per seed; ``weights_fn`` defaults to :func:`resampling_weights`."""
+    return [run(x, y, x_test, y_test, seed, fn, **kwargs) for seed in seeds for fn in (None, weights_fn or resampling_weights)]
 
 
 def summary(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
