@@ -1,4 +1,6 @@
-"""Notebook 01's check (labsupport/checks/nb01.py): pca, every correct way passes, each mistake is named."""
+"""Notebook 01's checks (labsupport/checks/nb01.py): pca and log_marginal, every correct way passes, each mistake is named."""
+
+import math
 
 import pytest
 import torch
@@ -116,3 +118,51 @@ def test_pca_non_orthogonal_rows_are_named():
 
     with pytest.raises(CheckFailed, match="not orthonormal"):
         checks.check_pca(skewed)
+
+
+# --- log_marginal: log p(x) of the Gaussian class model ---------------------------------------------------------------
+
+
+def log_marginal_distributions(x, means, covs, priors):
+    return torch.logsumexp(torch.distributions.MultivariateNormal(means, covs).log_prob(x[:, None]) + priors.log(), 1)
+
+
+def log_marginal_by_hand(x, means, covs, priors):
+    """The quadratic form with a linear solve, and log-sum-exp written out with the max shift."""
+    diff = x[:, None] - means
+    quad = (diff * torch.linalg.solve(covs, diff.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    a = -0.5 * quad - 0.5 * torch.logdet(2 * math.pi * covs) + priors.log()
+    top = a.max(1, keepdim=True).values
+    return (top + (a - top).exp().sum(1, keepdim=True).log()).squeeze(1)
+
+
+def log_marginal_loop(x, means, covs, priors):
+    rows = [torch.distributions.MultivariateNormal(means[k], covs[k]).log_prob(x) + math.log(priors[k]) for k in range(len(priors))]
+    return torch.logsumexp(torch.stack(rows, 1), dim=1)
+
+
+@pytest.mark.parametrize("fn", [log_marginal_distributions, log_marginal_by_hand, log_marginal_loop])
+def test_every_correct_log_marginal_passes(fn, capsys):
+    checks.check_log_marginal(fn)
+    assert "\u2713 log_marginal" in capsys.readouterr().out
+
+
+def _gauss(x, m, c):
+    return torch.distributions.MultivariateNormal(m, c).log_prob(x[:, None])
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda x, m, c, p: torch.logsumexp(_gauss(x, m, c), 1), "priors are missing"),
+    (lambda x, m, c, p: torch.logsumexp(_gauss(x, m, c) + p, 1), "not their logs"),
+    (lambda x, m, c, p: (_gauss(x, m, c) + p.log()).max(1).values, "the largest log-joint"),
+    (lambda x, m, c, p: (_gauss(x, m, c) + p.log()).sum(1), "log of a \\*product\\*"),
+    (lambda x, m, c, p: torch.logsumexp(_gauss(x, m, c) + p.log(), 1) - math.log(3), "Off by log 3"),
+    (lambda x, m, c, p: (_gauss(x, m, c).exp() * p).sum(1).log(), "underflows to 0"),
+    (lambda x, m, c, p: _gauss(x, m, c) + p.log(), "one number per point \\*and class\\*"),
+    (lambda x, m, c, p: torch.logsumexp(torch.distributions.MultivariateNormal(m, precision_matrix=c).log_prob(x[:, None]) + p.log(), 1),
+     "as if it were the precision"),
+    (lambda x, m, c, p: torch.logsumexp(_gauss(x, m, c) + 0.5 * torch.logdet(2 * math.pi * c) + p.log(), 1), "normalising constant"),
+])
+def test_each_log_marginal_mistake_is_named(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_log_marginal(fn)

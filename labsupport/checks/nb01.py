@@ -1,4 +1,4 @@
-"""Notebook 01, supervised vs unsupervised: pca."""
+"""Notebook 01, supervised vs unsupervised: pca, log_marginal (the generative model's log p(x))."""
 
 from __future__ import annotations
 
@@ -97,3 +97,65 @@ def check_pca(fn: Callable) -> None:
                           "Use the singular vectors / eigenvectors themselves, not e.g. a QR of them.")
     raise CheckFailed(f"The rows are not the directions of largest variance: the variance along them is "
                       f"{[round(v, 2) for v in got.tolist()]}, the top-{k} principal directions give {[round(v, 2) for v in variances[:k].tolist()]}.")
+
+
+def _mixture_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three 2D Gaussian classes with full covariances and unequal priors, and points near and very far from them.
+
+    Returns ``x: (M, 2), means: (3, 2), covs: (3, 2, 2), priors: (3,)`` in float32; the far points have log-joints
+    near -1000, where exp() underflows."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.tensor([[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]])
+    factors = torch.tensor([[[1.0, 0.0], [0.6, 0.5]], [[0.6, 0.0], [0.3, 0.9]], [[1.1, 0.0], [-0.4, 0.5]]])
+    covs = factors @ factors.transpose(1, 2)
+    priors = torch.tensor([0.5, 0.3, 0.2])
+    near = torch.randn(12, 2, generator=g) * 1.5
+    far = torch.tensor([[40.0, -35.0], [-30.0, 45.0]])
+    return torch.cat([near, far]), means, covs, priors
+
+
+def _log_gaussians(x: torch.Tensor, means: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
+    """``log N(x_m; mu_k, Sigma_k)``, float64: ``(M, D), (K, D), (K, D, D) -> (M, K)``."""
+    return torch.distributions.MultivariateNormal(means.double(), covs.double()).log_prob(x.double()[:, None])
+
+
+@check
+def check_log_marginal(fn: Callable) -> None:
+    """``log_marginal(x, means, covs, priors) -> (M,)``: ``log p(x) = log sum_k pi_k N(x; mu_k, Sigma_k)``, stable far from the data."""
+    x, means, covs, priors = _mixture_case(0)
+    kept = Unchanged(x, means, covs, priors)
+    out = call(fn, x, means, covs, priors)
+    kept.verify("log_marginal changed one of its inputs in place: leave x and the model's parameters as they are.")
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and tuple(out.shape) == (len(x), 3):
+        raise CheckFailed(f"Got shape {tuple(out.shape)}: one number per point *and class*, i.e. the log-joints log p(x, y). "
+                          "p(x) sums the joint over the classes: combine the three columns into one, shape (14,).")
+    if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() == 1 and len(out) == len(x) and bool(torch.isinf(out[-2:]).any()):
+        raise CheckFailed("log_marginal is -inf for the two points far from every class: their log-joints are near -1000, so exp() "
+                          "underflows to 0 before the sum and the log of 0 is -inf. Sum the probabilities without leaving log space "
+                          "(shift by the largest log-joint before exponentiating).")
+    got = expect_tensor(out, (len(x),), "log_marginal(x, means, covs, priors) for 14 points and 3 classes").detach().double()
+    log_gauss = _log_gaussians(x, means, covs)  # (M, K)
+    log_prior = priors.double().log()
+    want = torch.logsumexp(log_gauss + log_prior, 1)
+    if close(got, want, rtol=1e-4, atol=1e-3):
+        passed("log_marginal", "log p(x) of the Gaussian class model, finite far from the data")
+        return
+    d = x.shape[1]
+    precision_gauss = torch.distributions.MultivariateNormal(means.double(), precision_matrix=covs.double()).log_prob(x.double()[:, None])
+    unnormalised = log_gauss + 0.5 * torch.logdet(2 * math.pi * covs.double())
+    raise CheckFailed(named(got, [
+        ("The class priors are missing: p(x) = sum_y p(x|y) p(y), so each class's log-density gets log pi_y added.", torch.logsumexp(log_gauss, 1)),
+        ("You added the priors themselves, not their logs: in log space the product p(x|y) p(y) is log p(x|y) + log p(y).",
+         torch.logsumexp(log_gauss + priors.double(), 1)),
+        ("That is the largest log-joint, max_y log p(x, y): the class the point most likely came from, not p(x). "
+         "p(x) *sums* the joint over every class.", (log_gauss + log_prior).max(1).values),
+        ("You summed the log-joints over the classes: that is the log of a *product*. p(x) is the log of a *sum* of the joints.",
+         (log_gauss + log_prior).sum(1)),
+        ("Off by log 3: you averaged the joints over the classes. The priors already weight them: sum, do not average.",
+         want - math.log(3)),
+        ("Each Gaussian is missing its normalising constant -1/2 log det(2 pi Sigma): the densities must integrate to 1.",
+         torch.logsumexp(unnormalised + log_prior, 1)),
+        ("You used the covariance as if it were the precision (its inverse) in the quadratic form (x - mu)^T Sigma^-1 (x - mu).",
+         torch.logsumexp(precision_gauss + log_prior, 1)),
+    ], rtol=1e-4, atol=1e-3) or f"Wrong values: got {[round(v, 2) for v in got[:4].tolist()]}..., expected {[round(v, 2) for v in want[:4].tolist()]}... "
+                                f"(log p(x) for the first points; D = {d}).")
