@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         hist, ema = train_diffusion(model, x, schedule, y=y, max_seconds=args.budget, batch_size=args.batch_size, lr=args.lr, seed=0,
                                     device=device, desc=name)
         start = time.perf_counter()
-        images = dif.sample(ema, schedule, len(labels), steps=args.steps, y=labels, guidance=1.0, seed=1, device=device)
+        images = dif.generate(ema, schedule, len(labels), steps=args.steps, y=labels, guidance=1.0, seed=1, device=device)
         ms = 1000 * (time.perf_counter() - start) / len(labels)
         is_mean, _ = metrics.inception_score(images, clf)
         fid = metrics.frechet_distance(xt[:1000], images, clf)

@@ -291,7 +291,7 @@ def diffusion(b: Bench) -> None:
         models_to_measure.append(("5-min budget", ema, time.perf_counter() - start))
     for label, model, train_s in models_to_measure:
         start = time.perf_counter()
-        images = dif.sample(model, schedule, n, steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=b.device)
+        images = dif.generate(model, schedule, n, steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=b.device)
         ms = 1000 * (time.perf_counter() - start) / n
         is_mean, _ = metrics.inception_score(images, clf)
         fid = metrics.frechet_distance(xt[:n], images, clf)
@@ -323,7 +323,7 @@ def diffusion_guidance(b: Bench) -> None:
     floor, fids = metrics.fid_floor(x, xt, clf, n), {}
     for w in strengths:
         start = time.perf_counter()
-        images = dif.sample(model, schedule, n, steps=cfg["sample_steps"], y=labels, guidance=w, seed=1, device=b.device)
+        images = dif.generate(model, schedule, n, steps=cfg["sample_steps"], y=labels, guidance=w, seed=1, device=b.device)
         fids[w] = metrics.frechet_distance(xt[:n], images, clf)
         b.record(f"diffusion (shipped), guidance {w:g}: classifier FID ({n} samples)", fids[w], "", f"floor {floor:.1f}", None,
                  time.perf_counter() - start, note=f"IS {metrics.inception_score(images, clf)[0]:.2f}, "
@@ -357,7 +357,7 @@ def diffusion_seeds(b: Bench) -> None:
         hist, ema = train_diffusion(DiffusionUNet(cfg["width"], num_classes=10, T=cfg["T"]), x, schedule, y=y, max_seconds=budget, batch_size=32,
                                     lr=cfg["lr"], ema_decay=0.995, seed=seed, device=b.device, desc=f"diffusion 3 min, seed {seed}")
         for w in scores:
-            images = dif.sample(ema, schedule, n, steps=steps, y=labels, guidance=w, seed=seed, device=b.device)
+            images = dif.generate(ema, schedule, n, steps=steps, y=labels, guidance=w, seed=seed, device=b.device)
             scores[w].append((metrics.inception_score(images, clf)[0], metrics.frechet_distance(xt[:n], images, clf),
                               metrics.accuracy(clf, images, labels), len(hist["step"])))
     for w, runs in scores.items():
@@ -412,7 +412,7 @@ def flow(b: Bench) -> None:
         for k in step_counts:
             start = time.perf_counter()
             if method == "ddim":
-                imgs, calls = dif.sample(diff_model, schedule, n_curve, steps=k, y=labels, guidance=dcfg["guidance"], seed=2, device=b.device), 2 * k
+                imgs, calls = dif.generate(diff_model, schedule, n_curve, steps=k, y=labels, guidance=dcfg["guidance"], seed=2, device=b.device), 2 * k
             else:
                 imgs = fm.sample(model, n_curve, steps=k, method=method, y=labels, guidance=cfg["guidance"], seed=2, device=b.device)
                 calls = fm.nfe(method, k, cfg["guidance"])

@@ -138,11 +138,12 @@ def ddim_step(eps: torch.Tensor, x_t: torch.Tensor, t: int, t_prev: int, schedul
 
 
 @torch.no_grad()
-def sample(eps_model, schedule: Schedule, n: int, *, steps: int | None = None, y: torch.Tensor | None = None, guidance: float = 0.0,
+def generate(eps_model, schedule: Schedule, n: int, *, steps: int | None = None, y: torch.Tensor | None = None, guidance: float = 0.0,
            num_classes: int = 10, seed: int = 0, device: torch.device | str | None = None, batch_size: int = 500,
            step: Callable | None = None, keep: Sequence[int] = ()) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """``n`` images ``(n, 1, 28, 28)`` in [0, 1] on the CPU: DDPM ancestral sampling over all T steps (``steps=None``),
     or DDIM over ``steps`` evenly spaced steps. ``y: (n,)`` labels for a conditional model, ``guidance`` its weight w.
+    (Not named ``sample``: notebook 08's exercise of that name turns given noise ``x_T`` into images, one batch, DDIM only.)
 
     ``step(eps, x_t, t, schedule, noise) -> x_{t-1}`` replaces :func:`ddpm_step` (notebook 08 samples with the
     student's). With ``keep`` (times t), also returns ``{t: images}``: the first batch's x_t in [0, 1] at those times."""

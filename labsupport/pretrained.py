@@ -104,7 +104,7 @@ def _diffusion_spec() -> Spec:
         clf = load("classifier", dev)
         labels = torch.arange(10).repeat_interleave(500)
         start = time.perf_counter()
-        images = diffusion.sample(ema, schedule, len(labels), steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=dev)
+        images = diffusion.generate(ema, schedule, len(labels), steps=cfg["sample_steps"], y=labels, guidance=cfg["guidance"], seed=1, device=dev)
         ms = 1000 * (time.perf_counter() - start) / len(labels)
         xt, _ = mnist_tensors(train=False)
         is_mean, _ = metrics.inception_score(images, clf)

@@ -80,7 +80,7 @@ def test_ddpm_recovers_a_known_distribution_from_its_exact_noise_predictor():
     torch.set_num_threads(1)  # 1000 steps of 40 000-value ops: a second thread only adds its waits (the fixture restores the count)
     s = diffusion.linear_schedule(1000)
     m, sd = 0.2, 0.3  # signal space; in [0, 1]: mean 0.6, std 0.15
-    images = diffusion.sample(_gaussian_oracle(s, m, sd), s, 50, seed=0, device="cpu")
+    images = diffusion.generate(_gaussian_oracle(s, m, sd), s, 50, seed=0, device="cpu")
     assert images.shape == (50, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     assert images.mean().item() == pytest.approx((m + 1) / 2, abs=0.005)
     assert images.std().item() == pytest.approx(sd / 2, rel=0.03)
@@ -91,12 +91,12 @@ def test_ddim_is_exact_for_a_point_and_approaches_a_gaussian_as_steps_grow():
     for a Gaussian, few steps under-disperse and more steps close the gap, the same noise giving the same digits."""
     s = diffusion.linear_schedule(1000)
     ab = lambda t: s.alpha_bar[t].float().view(-1, 1, 1, 1)
-    point = diffusion.sample(lambda x, t, y=None: (x - ab(t).sqrt() * 0.2) / (1 - ab(t)).sqrt(), s, 50, steps=5, seed=0, device="cpu")
+    point = diffusion.generate(lambda x, t, y=None: (x - ab(t).sqrt() * 0.2) / (1 - ab(t)).sqrt(), s, 50, steps=5, seed=0, device="cpu")
     assert torch.allclose(point, torch.full_like(point, 0.6), atol=1e-4)
     oracle = _gaussian_oracle(s, 0.2, 0.3)
-    stds = [diffusion.sample(oracle, s, 300, steps=k, seed=0, device="cpu").std().item() for k in (10, 30, 100)]
+    stds = [diffusion.generate(oracle, s, 300, steps=k, seed=0, device="cpu").std().item() for k in (10, 30, 100)]
     assert stds[0] < stds[1] < stds[2] < 0.15 * 1.01 and stds[2] == pytest.approx(0.15, rel=0.06), stds
-    again = diffusion.sample(oracle, s, 300, steps=10, seed=0, device="cpu")
+    again = diffusion.generate(oracle, s, 300, steps=10, seed=0, device="cpu")
     assert again.std().item() == stds[0]
 
 
@@ -174,7 +174,7 @@ def test_train_diffusion_trains_with_a_given_loss_and_calls_back_with_the_averag
     assert all(m is ema for _, m in steps), "the callback gets the averaged model, the one a snapshot should keep"
 
 
-def test_sample_uses_a_given_reverse_step_and_keeps_the_frames_asked_for():
+def test_generate_uses_a_given_reverse_step_and_keeps_the_frames_asked_for():
     s = diffusion.linear_schedule(50)
     calls = []
 
@@ -183,11 +183,11 @@ def test_sample_uses_a_given_reverse_step_and_keeps_the_frames_asked_for():
         return diffusion.ddpm_step(eps, x_t, t, schedule, noise=noise)
 
     oracle = _gaussian_oracle(s, 0.2, 0.3)
-    images, frames = diffusion.sample(oracle, s, 7, step=step, keep=[50, 10, 0], seed=0, device="cpu", batch_size=4)
+    images, frames = diffusion.generate(oracle, s, 7, step=step, keep=[50, 10, 0], seed=0, device="cpu", batch_size=4)
     assert calls == list(range(50, 0, -1)) * 2, "one call per step, t = T..1, for each of the two batches"
     assert sorted(frames) == [0, 10, 50] and frames[50].shape == (4, 1, 28, 28)
     assert torch.equal(frames[0], images[:4]), "t = 0 is the finished first batch"
-    again = diffusion.sample(oracle, s, 7, seed=0, device="cpu", batch_size=4)
+    again = diffusion.generate(oracle, s, 7, seed=0, device="cpu", batch_size=4)
     assert torch.equal(again, images), "the course's own step gives the same images: the hook changes nothing else"
 
 
