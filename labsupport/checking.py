@@ -2,7 +2,7 @@
 
     python -m labsupport.checking EXPORT MEMORY_MB TIMEOUT ID... < keys
 
-Started by :func:`labsupport.grading.check_exports` from an empty folder. This process imports
+Started by :func:`labsupport.grading.kernel.check_exports` from an empty folder, in the notebook's sandbox. This process imports
 ``labsupport.checks`` (and torch) once and never runs student code itself. For every exercise it
 forks a child that
 
@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from .verdicts import Verdict
 
 PACKAGE = Path(__file__).resolve().parent
 SELF = str(Path(__file__).resolve())
@@ -189,7 +191,7 @@ class _Capped(io.StringIO):
 
 def check_one(checks, export: Path, name: str) -> dict:
     """Run ``check_<name>`` on the saved function; the verdict record (unsigned)."""
-    rec: dict = {"id": name, "passed": False, "stages": [], "reference": [], "tampered": [], "memory": False}
+    rec: dict = Verdict(name).record()
     check = getattr(checks, f"check_{name}", None)
     status_file, pkl = export / f"{name}.status", export / f"{name}.pkl"
     if check is None:
@@ -259,8 +261,7 @@ def _child(checks, export: Path, name: str, keys: dict[str, bytearray], wfd: int
     try:
         rec = check_one(checks, export, name)
     except BaseException as err:  # noqa: BLE001 - whatever happens, the child reports
-        rec = {"id": name, "passed": False, "stages": [], "reference": [], "tampered": [], "memory": is_memory_error(err),
-               "message": f"The check could not finish: {type(err).__name__}: {str(err)[:500]}"}
+        rec = Verdict(name, memory=is_memory_error(err), message=f"The check could not finish: {type(err).__name__}: {str(err)[:500]}").record()
     rec["mac"] = sign(keys[name], rec)
     data = (json.dumps(rec) + "\n").encode()
     while data:

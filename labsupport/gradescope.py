@@ -3,7 +3,9 @@
 ``labsupport-grade gradescope ASSIGNMENT --out autograder.zip`` (see :mod:`labsupport.grading`) calls
 :func:`build_zip`. Gradescope unpacks the zip into ``/autograder/source``, runs ``setup.sh`` once per
 image, then ``run_autograder`` per submission: it grades ``/autograder/submission`` with the course's
-own grader (``labsupport-grade --gradescope-run``) and writes ``/autograder/results/results.json``
+own grader (``labsupport-grade gradescope-run``), the notebook in the same sandbox as any graded notebook
+(:mod:`labsupport.grading.sandbox`, which hides ``/autograder`` from it; ``setup.sh`` installs bubblewrap),
+and writes ``/autograder/results/results.json``
 (:func:`results`). ``run_autograder ROOT`` grades ``ROOT`` instead of ``/autograder`` (the tests
 run it on a folder built like Gradescope's). Format: Gradescope's published autograder
 specification: ``tests[]`` with ``name``, ``score``, ``max_score``, ``status``, ``output``,
@@ -22,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parent
 SETUP = """#!/usr/bin/env bash
 # Gradescope runs this once when it builds the autograder image (Ubuntu, as root).
 set -euo pipefail
-apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv
+# bubblewrap: each graded notebook runs in its own sandbox (read-only system, no network, results/ hidden).
+apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv bubblewrap
 python3 -m venv /opt/course
 /opt/course/bin/pip install --no-cache-dir /autograder/source
 # MNIST into the image once, so grading never downloads (the course reads LABSUPPORT_DATA, default ~/.cache/labsupport/data).
@@ -37,7 +40,9 @@ ROOT="${{1:-/autograder}}"
 PYTHON=/opt/course/bin/python
 [ -x "$PYTHON" ] || PYTHON=python3
 cd "$(dirname "$0")"
-exec "$PYTHON" -m labsupport.grading --gradescope-run "$ROOT" --assignment {assignment} --memory-limit {memory_limit}
+# The notebook runs in a sandbox (bwrap; where the container forbids it and this runs as root, the user nobody in
+# namespaces of its own), which hides ROOT: the student's code cannot rewrite results.json or the course.
+exec "$PYTHON" -m labsupport.grading gradescope-run "$ROOT" --assignment {assignment} --memory-limit {memory_limit}
 """
 
 

@@ -7,8 +7,13 @@ exercise 1 of 00_start_here. The other solutions' saved functions come from nbva
 """
 
 import csv
+import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -16,6 +21,7 @@ import pytest
 
 from conftest import COURSE, END_TO_END, NBVAL_EXPORTS, _digest, _rows  # course_grades, the session fixture, is there too
 from labsupport import course, grading
+from labsupport.grading import integrity
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tiny notebooks import nothing (a tensor's own methods suffice): each kernel that imports torch costs ~2 s of CPU.
@@ -75,7 +81,7 @@ def test_every_solution_grades_full_marks(name, tmp_path, mnist_available):
         return
     missing = [i for i in ids if not (export / f"{i}.pkl").exists()]
     assert not missing, f"nbval's run of {name} saved no function for {missing}: the solution stopped before them"
-    _assert_full_marks(grading.check_exports(export, ids, grading.Settings(threads=2), tmp_path), name)
+    _assert_full_marks({i: v.record() for i, v in grading.check_exports(export, ids, grading.Settings(threads=2), tmp_path).items()}, name)
 
 
 @pytest.mark.parametrize("name", COURSE)
@@ -139,11 +145,77 @@ CLASS = {
 }
 
 
+# --- attacks on the grading machine, planted in the same class (the sandbox must stop each) --------
+
+TOKEN = "labsupport-detached-attack"  # in the detached process's command line, to look for it after the run
+
+
+def _attacks(sub: Path, out: Path, port: int) -> list[str]:
+    """A saboteur's cells: each tries one attack and prints what happened (read back from out/executed)."""
+    return [
+        # 1. rewrite the installed package: every check a no-op, for everyone graded after
+        "import glob, os, labsupport\nroot = os.path.dirname(labsupport.__file__)\nresult = []\n"
+        "for f in sorted(glob.glob(root + '/**/*.py', recursive=True)) + [root + '/exercises.json']:\n"
+        "    try:\n        with open(f, 'a') as fh:\n            fh.write('\\ndef check_normalize_images(fn):\\n    print(\\'passed\\')\\n')\n"
+        "        result.append('WROTE ' + f)\n    except OSError as err:\n        result.append(type(err).__name__ + ' ' + str(err.strerror))\n"
+        "print('ATTACK package:', sorted(set(result)))",
+        # 2. write into --out and the submissions folder directly
+        f"result = []\nfor f in ({str(out / 'grades.csv')!r}, {str(out / 'feedback' / 'right.md')!r}, {str(sub / 'evil.ipynb')!r}, {str(sub / 'right.ipynb')!r}):\n"
+        "    try:\n        with open(f, 'w') as fh:\n            fh.write('pwned')\n        result.append('WROTE ' + f)\n"
+        "    except OSError as err:\n        result.append(type(err).__name__)\nprint('ATTACK write:', result)",
+        # 3. a detached process meant to outlive the kernel and write over the grades after the run
+        "import subprocess, sys\nloop = ('import sys, time\\nfor i in range(120):\\n    time.sleep(0.5)\\n    for f in sys.argv[2:]:\\n'\n"
+        "        '        try:\\n            open(f, \"w\").write(\"pwned\")\\n        except OSError:\\n            pass')\n"
+        f"p = subprocess.Popen([sys.executable, '-c', loop, {TOKEN!r}, {str(out / 'grades.csv')!r}, {str(out / 'grades.json')!r}, {str(sub / 'late.ipynb')!r}],\n"
+        "                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nprint('ATTACK detached: started', p.pid)",
+        # 4. the network: a listener on this machine
+        f"import socket\ntry:\n    with socket.create_connection(('127.0.0.1', {port}), timeout=3) as c:\n        c.sendall(b'hello from a graded notebook\\n')\n"
+        "    print('ATTACK network: SENT')\nexcept OSError as err:\n    print('ATTACK network:', type(err).__name__, err)",
+        # 5. another student's submission, the class folder, the instructor's home
+        f"import os\nresult = []\nfor f in ({str(sub / 'right.ipynb')!r}, {str(sub / 'bob' / '00_start_here.ipynb')!r}):\n"
+        "    try:\n        result.append('READ ' + open(f).read()[:20])\n    except OSError as err:\n        result.append(type(err).__name__)\n"
+        f"print('ATTACK read:', result, sorted(os.listdir({str(sub)!r})), sorted(os.listdir({str(Path.home())!r})))",
+        # 6. kill the grader (its pid, its process group); list the processes it can see
+        f"import os, signal\nresult = []\nfor kill, pid in ((os.kill, {os.getpid()}), (os.killpg, {os.getpgid(0)})):\n    try:\n        kill(pid, signal.SIGKILL)\n"
+        "        result.append(f'SIGNALLED {pid}')\n    except OSError as err:\n        result.append(type(err).__name__)\n"
+        "seen = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\nprint('ATTACK signal:', result, 'pids seen:', seen)",
+        # 7. the function itself attacks from inside the checking process, then answers wrong
+        "def normalize_images(images):\n    import glob, os, labsupport\n    root = os.path.dirname(labsupport.__file__)\n"
+        "    for f in glob.glob(root + '/**/*.py', recursive=True):\n        try:\n            open(f, 'a').write('\\nCheckFailed = Exception\\n')\n"
+        "        except OSError:\n            pass\n"
+        f"    for f in ({str(out / 'grades.json')!r}, {str(sub / 'evil2.ipynb')!r}):\n        try:\n            open(f, 'w').write('pwned')\n        except OSError:\n            pass\n"
+        "    return images.float()",
+        CHECK,
+    ]
+
+
+def _running(token: str) -> list[int]:
+    """Pids of processes whose command line holds ``token``."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if token.encode() in (p / "cmdline").read_bytes() and int(p.name) != os.getpid():
+                    found.append(int(p.name))
+            except OSError:
+                pass
+    return found
+
+
 @pytest.fixture(scope="session")
 def class_grades(tmp_path_factory):
-    """One grading run over the tiny class, with small time limits; returns (exit code, out, rows, folder)."""
+    """One grading run over the tiny class, with small time limits; returns (exit code, out, rows, folder).
+
+    The class holds a saboteur (``a_saboteur``, graded first) that attacks the machine, and a wrong answer graded
+    after it (``zz_wrong_after``). The run also records the package's hashes and what a listener on 127.0.0.1 heard."""
     sub = tmp_path_factory.mktemp("submissions")
-    for name, cells in CLASS.items():
+    out = tmp_path_factory.mktemp("class_grades")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.setblocking(False)
+    for name, cells in {"a_saboteur": _attacks(sub, out, listener.getsockname()[1]), **CLASS,
+                        "zz_wrong_after": CLASS["by256"] + [CHECK]}.items():
         _notebook(sub / f"{name}.ipynb", *cells)
     _notebook(sub / "other_assignment.ipynb", RIGHT, notebook="01_supervised_vs_unsupervised")
     _notebook(sub / "no_metadata.ipynb", RIGHT, notebook=None)
@@ -153,13 +225,21 @@ def class_grades(tmp_path_factory):
     folder = sub / "bob"  # a folder = one student's notebooks
     # Points in the submission's own metadata are ignored: the course says 1.
     _notebook(folder / "00_start_here.ipynb", RIGHT, exercises=[{"number": 1, "id": "normalize_images", "points": 100}])
-    before = _digest(sub)
-    out = tmp_path_factory.mktemp("class_grades")
+    before, package = _digest(sub), integrity.digest()
     args = [str(p) for p in sorted(sub.glob("*.ipynb"))] + [str(folder), "--out", str(out), "--assignment", "00_start_here",
                                                             "--jobs", "2", "--cell-timeout", "8", "--check-timeout", "4", "--quiet"]
     code = grading.main(args)
+    grades = {f: (out / f).read_bytes() for f in ("grades.csv", "grades.json")}
+    time.sleep(2)  # the detached process wrote every 0.5 s while it lived
+    try:
+        heard = listener.accept()[0].recv(1000)
+    except BlockingIOError:
+        heard = None
+    listener.close()
+    attack = {"package_before": package, "package_after": integrity.digest(), "heard": heard, "lingering": _running(TOKEN),
+              "grades_after": {f: (out / f).read_bytes() for f in grades}, "grades": grades}
     assert _digest(sub) == before, "the grader changed or added files among the submissions"
-    return code, out, _rows(out), sub
+    return code, out, _rows(out), sub, attack
 
 
 def _one(class_grades, name):
@@ -214,7 +294,7 @@ def test_function_that_exits_the_checking_process(class_grades):
 
 
 def test_output_bomb_is_cut(class_grades):
-    code, out, rows, sub = class_grades
+    code, out, rows, sub, _ = class_grades
     row = _one(class_grades, "bomb")
     assert row["total"] == 1 and "output-truncated" in row["status"] and row["truncated_cells"] == [1, 2]
     executed = nbformat.read(out / "executed" / "bomb__bomb.ipynb", as_version=4)
@@ -252,17 +332,137 @@ def test_broken_files_score_zero_with_a_reason(class_grades, name, why):
 
 
 def test_class_reports(class_grades):
-    code, out, rows, sub = class_grades
+    code, out, rows, sub, _ = class_grades
     assert code == 0
     with open(out / "grades.csv") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["student", "notebook", "normalize_images", "total", "max", "by_hand", "status"]
-    assert len(table) == len(rows) == len(CLASS) + 6
+    assert len(table) == len(rows) == len(CLASS) + 8
     assert {r["student"] for r in table} >= {"right", "bob", "corrupt"}
     assert all(r["notebook"] == "00_start_here" for r in table)
     by_student = {r["student"]: r for r in table}
     assert by_student["by256"]["normalize_images"] == "0" and by_student["right"]["normalize_images"] == "1"
     assert "divided by 256" in (out / "feedback" / "by256.md").read_text()
+
+
+def _attack_outputs(out: Path) -> dict[str, str]:
+    """What each of the saboteur's cells printed inside its sandbox: {"package": "...", "write": "...", ...}."""
+    executed = nbformat.read(out / "executed" / "a_saboteur__a_saboteur.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    return {line.split(":")[0].split()[1]: line.split(":", 1)[1] for line in text.splitlines() if line.startswith("ATTACK ")}
+
+
+def test_graded_code_cannot_rewrite_the_installed_package(class_grades):
+    code, out, rows, sub, attack = class_grades
+    said = _attack_outputs(out)
+    assert "WROTE" not in said["package"] and "Read-only file system" in said["package"], said["package"]
+    assert attack["package_after"] == attack["package_before"], "the installed labsupport changed during the run"
+    # the saboteur gets nothing, and a wrong answer graded after it still scores 0 with the check's own message
+    assert _one(class_grades, "a_saboteur")["total"] == 0
+    after = _one(class_grades, "zz_wrong_after")
+    assert after["total"] == 0 and "divided by 256" in _message(after), after
+
+
+def test_graded_code_cannot_write_the_grades_or_the_submissions(class_grades):
+    code, out, rows, sub, attack = class_grades
+    said = _attack_outputs(out)
+    assert "WROTE" not in said["write"] and said["write"].count("OSError") + said["write"].count("Error") >= 4, said["write"]
+    assert "started" in said["detached"]
+    assert attack["lingering"] == [], "a process started by a graded notebook outlived its sandbox"
+    assert attack["grades_after"] == attack["grades"] and b"pwned" not in attack["grades"]["grades.csv"]
+    assert not (sub / "evil.ipynb").exists() and not (sub / "late.ipynb").exists() and not (sub / "evil2.ipynb").exists()
+    assert "pwned" not in (out / "feedback" / "right.md").read_text()
+
+
+def test_graded_code_has_no_network(class_grades):
+    said = _attack_outputs(class_grades[1])
+    assert "SENT" not in said["network"] and ("refused" in said["network"] or "unreachable" in said["network"]), said["network"]
+    assert class_grades[4]["heard"] is None, class_grades[4]["heard"]
+
+
+def test_graded_code_cannot_read_other_submissions_or_the_instructors_home(class_grades):
+    said = _attack_outputs(class_grades[1])
+    assert "READ" not in said["read"] and said["read"].count("FileNotFoundError") == 2, said["read"]
+    assert "] [] [" in said["read"], said["read"]  # the class folder looks empty
+
+
+def test_graded_code_cannot_signal_the_grader(class_grades):
+    code, out, rows, sub, attack = class_grades
+    said = _attack_outputs(out)
+    assert "SIGNALLED" not in said["signal"] and said["signal"].count("ProcessLookupError") == 2, said["signal"]
+    assert os.getpid() not in eval(said["signal"].split("pids seen:")[1]), said["signal"]  # it sees its own processes only
+    assert code == 0 and len(rows) == len(CLASS) + 8  # the grader finished, every row written
+
+
+def test_no_sandbox_is_refused_unless_asked_for(tmp_path, monkeypatch, capsys):
+    from labsupport.grading import sandbox
+
+    _notebook(tmp_path / "s" / "x.ipynb", RIGHT)
+    (tmp_path / "s" / "broken.ipynb").write_text("{")
+    monkeypatch.setattr(sandbox, "works", lambda kind: kind == "none")
+    with pytest.raises(SystemExit, match="apt-get install bubblewrap.*--no-sandbox"):
+        grading.main([str(tmp_path / "s" / "x.ipynb"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert not (tmp_path / "o" / "grades.csv").exists()
+    # --no-sandbox grades (here a broken file: no kernel needed), warns, and grades.json records it
+    assert grading.main([str(tmp_path / "s" / "broken.ipynb"), "--out", str(tmp_path / "o"), "--quiet", "--no-sandbox"]) == 0
+    assert "--no-sandbox" in capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "grades.json").read_text())
+    assert report["settings"]["sandbox"] == "none" and "warning" in report["sandbox"]
+
+
+def test_a_changed_package_stops_the_run_naming_the_file(tmp_path, monkeypatch):
+    """Defence in depth, shown on a copy of the package that an unsandboxed notebook rewrites: the grader stops
+    before checking, names the file, and writes no grades."""
+    from labsupport.grading import run
+
+    fake = tmp_path / "installed" / "labsupport"
+    shutil.copytree(integrity.PACKAGE, fake, ignore=shutil.ignore_patterns("__pycache__", "checkpoints"))
+    hashes = integrity.Hashes(fake)
+    assert hashes.changed() == []
+    monkeypatch.setattr(run.integrity, "Hashes", lambda: hashes)
+    _notebook(tmp_path / "s" / "x.ipynb", f"open({str(fake / 'checking.py')!r}, 'a').write('# changed')", RIGHT)
+    with pytest.raises(integrity.Tampered, match="labsupport/checking.py was changed"):
+        grading.main([str(tmp_path / "s" / "x.ipynb"), "--out", str(tmp_path / "o"), "--quiet", "--no-sandbox"])
+    assert not (tmp_path / "o" / "grades.csv").exists() and not (tmp_path / "o" / "grades.json").exists()
+    (fake / "new.py").write_text("")
+    assert "labsupport/new.py was added" in hashes.changed()
+
+
+@pytest.fixture(scope="session")
+def fallback_grades(tmp_path_factory):
+    """The fallback where bwrap cannot run (forced with --sandbox unshare): the saboteur, a right and a wrong answer."""
+    sub, out = tmp_path_factory.mktemp("fallback_submissions"), tmp_path_factory.mktemp("fallback_grades")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.setblocking(False)
+    for name, cells in {"a_saboteur": _attacks(sub, out, listener.getsockname()[1]), "right": CLASS["right"], "zz_wrong_after": CLASS["by256"]}.items():
+        _notebook(sub / f"{name}.ipynb", *cells)
+    package = integrity.digest()
+    code = grading.main([str(p) for p in sorted(sub.glob("*.ipynb"))] + ["--out", str(out), "--jobs", "2", "--sandbox", "unshare", "--quiet",
+                                                                         "--cell-timeout", "8", "--check-timeout", "8"])
+    time.sleep(1)
+    try:
+        heard = listener.accept()[0].recv(1000)
+    except BlockingIOError:
+        heard = None
+    listener.close()
+    return code, out, _rows(out), sub, {"package_before": package, "package_after": integrity.digest(), "heard": heard, "lingering": _running(TOKEN)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the unshare fallback is for a grader running as root")
+def test_the_unshare_fallback_stops_the_same_attacks(fallback_grades):
+    code, out, rows, sub, attack = fallback_grades
+    assert code == 0 and json.loads((out / "grades.json").read_text())["settings"]["sandbox"] == "unshare"
+    said = _attack_outputs(out)
+    assert "WROTE" not in said["package"] and attack["package_after"] == attack["package_before"], said["package"]
+    assert "WROTE" not in said["write"] and attack["lingering"] == [] and not list(sub.glob("evil*")), said["write"]
+    assert "SENT" not in said["network"] and attack["heard"] is None, said["network"]
+    assert "READ" not in said["read"] and "SIGNALLED" not in said["signal"], (said["read"], said["signal"])
+    assert "] [] [" in said["read"], said["read"]  # the class folder looks empty
+    assert (rows["right/right"]["total"], rows["right/right"]["status"]) == (1, "ok"), rows["right/right"]
+    assert rows["zz_wrong_after/zz_wrong_after"]["total"] == 0 and "divided by 256" in rows["zz_wrong_after/zz_wrong_after"]["exercises"][0]["message"]
+    assert rows["a_saboteur/a_saboteur"]["total"] == 0
 
 
 def test_unknown_assignment_without_option(tmp_path):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -258,12 +259,23 @@ def test_gradescope_zip_runs_end_to_end_and_results_json_validates(tmp_path):
     assert {"setup.sh", "run_autograder", "pyproject.toml", "labsupport/grading.py", "labsupport/exercises.json"} <= set(names)
     for f in ("setup.sh", "run_autograder"):
         os.chmod(root / "source" / f, 0o755)
+    results_file, checks = root / "results" / "results.json", root / "source" / "labsupport" / "checking.py"
+    source = checks.read_bytes()
+    # The student's code tries to give itself full marks: rewrite the course it is graded with, and results.json
+    # from a detached process meant to write after the grader has finished. The sandbox hides ROOT from it.
+    attack = (f"import subprocess, sys\nfor f in ({str(checks)!r}, {str(results_file)!r}):\n    try:\n        open(f, 'a').write('x')\n"
+              "        print('WROTE', f)\n    except OSError as err:\n        print(type(err).__name__)\n"
+              "loop = 'import sys, time\\nfor i in range(40):\\n    time.sleep(0.25)\\n    try:\\n        open(sys.argv[1], \"w\").write(\"pwned\")\\n    except OSError:\\n        pass'\n"
+              f"subprocess.Popen([sys.executable, '-c', loop, {str(results_file)!r}], start_new_session=True)")
     _write(root / "submission" / "my_work.ipynb", "00_start_here",
-           ["import torch\n\ndef normalize_images(images):\n    return images.float().div(256.0).unsqueeze(1)"])
+           [attack, "import torch\n\ndef normalize_images(images):\n    return images.float().div(256.0).unsqueeze(1)"])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.run([str(root / "source" / "run_autograder"), str(root)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((root / "results" / "results.json").read_text())
+    time.sleep(1.5)  # the detached process would have written by now
+    assert checks.read_bytes() == source
+    assert '"sandbox": "bwrap"' in run.stdout or '"sandbox": "unshare"' in run.stdout, run.stdout
+    results = json.loads(results_file.read_text())
     assert isinstance(results["score"], (int, float)) and isinstance(results["execution_time"], (int, float)) and results["execution_time"] >= 1
     assert results["tests"], results
     for t in results["tests"]:
