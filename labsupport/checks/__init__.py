@@ -21,7 +21,7 @@ from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize
 from .nb03_model import check_iw_nll, check_VAE
 from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
 from .nb05 import check_critic_loss, check_cycle_consistency_loss, check_gradient_penalty, check_wgan_gp_step
-from .nb06 import check_auroc, check_gradient_energy
+from .nb06 import check_auroc
 from .nb06_debias import check_resampling_weights
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
@@ -63,7 +63,6 @@ __all__ = [
     "check_wgan_gp_step",
     "check_auroc",
     "check_resampling_weights",
-    "check_gradient_energy",
     "check_slerp",
     "check_ddpm_step",
     "check_diffusion_loss",

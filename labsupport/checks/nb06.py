@@ -1,4 +1,4 @@
-"""Notebook 06, VAEs vs GANs and uses: gradient_energy, auroc."""
+"""Notebook 06, VAEs vs GANs and uses: auroc (gradient_energy is a given helper there now: its check went with its exercise)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,7 @@ from typing import Callable
 
 import torch
 
-from .core import CheckFailed, Unchanged, call, check, close, describe, expect_tensor, named, passed, ratio_hint
-
-
-def _energy_reference(x: torch.Tensor) -> torch.Tensor:
-    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
-    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
-    return dx + dy
-
-
-@check
-def check_gradient_energy(fn: Callable) -> None:
-    """``gradient_energy(x: (B, 1, 28, 28)) -> (B,)``: mean squared horizontal plus mean squared vertical neighbour difference."""
-    g = torch.Generator().manual_seed(0)
-    flat = torch.full((1, 1, 28, 28), 0.7)
-    checker = ((torch.arange(28)[:, None] + torch.arange(28)[None, :]) % 2).float().view(1, 1, 28, 28)
-    stripes = (torch.arange(28) % 2).float().expand(28, 28).reshape(1, 1, 28, 28)  # columns alternate: only horizontal changes
-    edge = torch.zeros(1, 1, 28, 28)
-    edge[..., 0] = 1.0  # one bright left column: tells a wrap-around (torch.roll) apart from true neighbours
-    x = torch.cat([flat, checker, stripes, edge, torch.rand(4, 1, 28, 28, generator=g)])
-    kept = Unchanged(x)
-    out = call(fn, x)
-    expect_tensor(out, (8,), "gradient_energy(x) for x of shape (8, 1, 28, 28)")
-    kept.verify("gradient_energy changed its input in place. Compute differences into new tensors.")
-    want = _energy_reference(x)
-    if abs(out[0].item()) > 1e-6:
-        raise CheckFailed(f"A flat grey image has no edges, so its energy must be 0; you gave {out[0].item():.4g}. Use differences of neighbouring pixels, not the pixel values themselves.")
-    if close(out, want, rtol=1e-4, atol=1e-6):
-        passed("gradient_energy", f"checkerboard {out[1].item():.3g}, stripes {out[2].item():.3g}")
-        return
-    abs_version = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1) + (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    roll = (x - x.roll(1, -1)).pow(2).flatten(1).mean(1) + (x - x.roll(1, -2)).pow(2).flatten(1).mean(1)
-    only_h = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
-    one_direction = "Only one direction is counted: add the horizontal and the vertical terms."
-    found = named(out, [
-        ("You averaged absolute differences: square them instead (energy = mean of squared differences).", abs_version),
-        ("Your version compares the last column (row) with the first, as torch.roll does: use only true neighbours, "
-         "e.g. x[..., :, 1:] - x[..., :, :-1] (27 differences per row).", roll),
-        (one_direction, only_h),
-        (one_direction, want - only_h),
-        ("Your value is half the expected one: add the horizontal and vertical means, do not average them.", want / 2),
-    ], rtol=1e-4, atol=1e-6)
-    if found:
-        raise CheckFailed(found)
-    if close(out / want.clamp_min(1e-12), torch.full_like(want, 28 * 27), rtol=1e-3) or out[1].item() > 10:
-        raise CheckFailed(f"The checkerboard gave {out[1].item():.4g} but should give 2 (every squared difference is 1): take the mean over pixels, not the sum.")
-    raise CheckFailed(f"Wrong values: the checkerboard should give 2, vertical stripes 1 and one bright column 1/27 ≈ 0.037; "
-                      f"you gave {out[1].item():.4g}, {out[2].item():.4g} and {out[3].item():.4g}.{ratio_hint(out, want)}")
+from .core import CheckFailed, Unchanged, call, check, close, describe, named, passed
 
 
 def _auroc_reference(scores: torch.Tensor, is_new: torch.Tensor) -> float:
