@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb09
+from . import core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_log_marginal, check_pca
@@ -25,6 +25,7 @@ from .nb06 import check_auroc
 from .nb06_debias import check_resampling_weights
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
+from .nb08_sampler import check_ddim_step, check_guided_eps, check_sample
 from .nb09 import check_euler_sample, check_flow_matching_loss, check_heun_step
 
 __all__ = [
@@ -67,8 +68,11 @@ __all__ = [
     "check_ddpm_step",
     "check_diffusion_loss",
     "check_q_sample",
+    "check_ddim_step",
+    "check_guided_eps",
+    "check_sample",
     "check_euler_sample",
     "check_flow_matching_loss",
     "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb05, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
