@@ -174,9 +174,6 @@ def generate(eps_model, schedule: Schedule, n: int, *, steps: int | None = None,
     return (torch.cat(out), frames) if keep else torch.cat(out)
 
 
-sample = generate  # the old name, only while the committed notebook 08 still calls it: remove once 08 samples with its own exercise
-
-
 def matching_time(schedule: Schedule, sigma: float) -> int:
     """The t in 1..T whose noise matches Gaussian noise of std ``sigma`` added to images in [0, 1].
 
