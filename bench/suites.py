@@ -391,7 +391,7 @@ def flow(b: Bench) -> None:
     floor = metrics.fid_floor(x, xt, clf, n)
     nfe = fm.nfe(cfg["sample_method"], cfg["sample_steps"], cfg["guidance"])
     start = time.perf_counter()
-    images = fm.sample(model, n, steps=cfg["sample_steps"], method=cfg["sample_method"], y=labels, guidance=cfg["guidance"], seed=1,
+    images = fm.generate(model, n, steps=cfg["sample_steps"], method=cfg["sample_method"], y=labels, guidance=cfg["guidance"], seed=1,
                        device=b.device)
     ms = 1000 * (time.perf_counter() - start) / n
     is_mean, fid = metrics.inception_score(images, clf)[0], metrics.frechet_distance(xt[:n], images, clf)
@@ -402,7 +402,7 @@ def flow(b: Bench) -> None:
              fid <= 2 * floor, 0, note=f"{fid / floor:.2f} x floor; label accuracy {100 * metrics.accuracy(clf, images, labels):.1f}%")
     b.record(f"flow (shipped), {cfg['sample_method']} NFE {nfe}: sampling time", ms, "ms/image", None, None, 0)
     # FID against NFE, all three from this run: n_curve samples each, the same labels and noise seed
-    n_curve = b.pick(2000, 100)
+    n_curve = b.pick(1000, 100)  # 124 evaluations per sample over the three curves: 1000 samples keep the run under an hour on 2 loaded cores
     labels = torch.arange(10).repeat_interleave(n_curve // 10)
     floor_c = metrics.fid_floor(x, xt, clf, n_curve)
     schedule = dif.cosine_schedule(dcfg["T"])
@@ -414,7 +414,7 @@ def flow(b: Bench) -> None:
             if method == "ddim":
                 imgs, calls = dif.generate(diff_model, schedule, n_curve, steps=k, y=labels, guidance=dcfg["guidance"], seed=2, device=b.device), 2 * k
             else:
-                imgs = fm.sample(model, n_curve, steps=k, method=method, y=labels, guidance=cfg["guidance"], seed=2, device=b.device)
+                imgs = fm.generate(model, n_curve, steps=k, method=method, y=labels, guidance=cfg["guidance"], seed=2, device=b.device)
                 calls = fm.nfe(method, k, cfg["guidance"])
             f = metrics.frechet_distance(xt[:n_curve], imgs, clf)
             b.record(f"{label} NFE {calls}: classifier FID ({n_curve} samples)", f, "", f"floor {floor_c:.1f}", None, time.perf_counter() - start,
@@ -441,7 +441,7 @@ def flow_seeds(b: Bench) -> None:
         hist, ema = train_diffusion(DiffusionUNet(pretrained.FLOW["width"], num_classes=10, T=1), x, None, y=y, max_seconds=budget, batch_size=32,
                                     lr=2e-3, ema_decay=0.995, seed=seed, device=b.device, desc=f"flow 150 s, seed {seed}",
                                     loss=lambda m, x1, _s, yb: fm.loss(m, x1, yb))
-        images = fm.sample(ema, n, steps=5, method="heun", y=labels, guidance=2.0, seed=seed, device=b.device)
+        images = fm.generate(ema, n, steps=5, method="heun", y=labels, guidance=2.0, seed=seed, device=b.device)
         runs.append((metrics.inception_score(images, clf)[0], metrics.frechet_distance(xt[:n], images, clf), len(hist["step"])))
     v = torch.tensor(runs, dtype=torch.float64)
     note = f"{len(seeds)} seeds, {v[:, 2].mean():.0f} steps each on average; per seed IS " + ", ".join(f"{r[0]:.2f}" for r in runs)

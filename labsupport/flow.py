@@ -129,7 +129,7 @@ def integrate(v: Velocity, x0: torch.Tensor, steps: int, method: str = "euler", 
 
 
 @torch.no_grad()
-def sample(v_model, n: int, *, steps: int = 10, method: str = "euler", step: Callable | None = None, sampler: Callable | None = None,
+def generate(v_model, n: int, *, steps: int = 10, method: str = "euler", step: Callable | None = None, sampler: Callable | None = None,
            y: torch.Tensor | None = None, guidance: float = 0.0, num_classes: int = 10, seed: int = 0,
            device: torch.device | str | None = None, batch_size: int = 500, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
     """``n`` images ``(n, 1, 28, 28)`` in [0, 1] on the CPU from a velocity network (``y: (n,)`` labels, ``guidance`` its w),

@@ -137,7 +137,7 @@ def _flow_spec() -> Spec:
         clf = load("classifier", dev)
         labels = torch.arange(10).repeat_interleave(500)
         start = time.perf_counter()
-        images = flow.sample(ema, len(labels), steps=cfg["sample_steps"], method=cfg["sample_method"], y=labels, guidance=cfg["guidance"],
+        images = flow.generate(ema, len(labels), steps=cfg["sample_steps"], method=cfg["sample_method"], y=labels, guidance=cfg["guidance"],
                              seed=1, device=dev)
         ms = 1000 * (time.perf_counter() - start) / len(labels)
         xt, _ = mnist_tensors(train=False)

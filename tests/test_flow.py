@@ -105,8 +105,8 @@ def test_sample_images_shape_range_seed_and_keeps_training_mode():
             return self.a * x
 
     m = Model().train()
-    a = flow.sample(m, 7, steps=3, y=torch.arange(7), guidance=0.5, seed=4, batch_size=3)
-    b = flow.sample(m, 7, steps=3, y=torch.arange(7), guidance=0.5, seed=4)
+    a = flow.generate(m, 7, steps=3, y=torch.arange(7), guidance=0.5, seed=4, batch_size=3)
+    b = flow.generate(m, 7, steps=3, y=torch.arange(7), guidance=0.5, seed=4)
     assert a.shape == (7, 1, 28, 28) and 0 <= a.min() and a.max() <= 1 and torch.equal(a, b) and m.training
 
 
