@@ -160,29 +160,42 @@ def _same(a, b) -> bool:
     return torch.equal(a[0], b[0]) and a[1] == b[1] and a[2][0] == b[2][0] and (a[2][1] == b[2][1]).all() and a[2][2:] == b[2][2:]
 
 
-def test_no_check_changes_the_callers_random_state_right_or_wrong():
-    answers = _right_answers()
-    ids = sorted(name.removeprefix("check_") for name in dir(checks) if name.startswith("check_") and _notebook_exists(name))
-    assert set(ids) <= set(answers), f"checks without an answer in solutions/: {sorted(set(ids) - set(answers))}"
+_ANSWERS: dict = {}
+
+
+def _answer(name: str):
+    if not _ANSWERS:
+        _ANSWERS.update(_right_answers())
+    return _ANSWERS.get(name)
+
+
+CHECKED = sorted(name.removeprefix("check_") for name in dir(checks) if name.startswith("check_") and _notebook_exists(name))
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_no_check_changes_the_callers_random_state_right_or_wrong(name):
+    """Every check (of a notebook that exists), with its solution block's answer and with a wrong answer that draws
+    from torch, numpy and random: afterwards all three generators are where the caller left them."""
+    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention (conftest restores the count)
+    answer = _answer(name)
+    assert answer is not None, f"check_{name} has no exercise answer in solutions/ (a check without an exercise is dead)"
+    check = getattr(checks, f"check_{name}")
+    assert check.__code__ is checks.core.check(lambda: None).__code__, f"check_{name} is not wrapped by checks.core.check"
     torch.manual_seed(123), random.seed(123), numpy.random.seed(123)
-    for name in ids:
-        check = getattr(checks, f"check_{name}")
-        assert hasattr(check, "__wrapped__"), f"check_{name} is not wrapped by checks.core.check"
-        for fn, verdict in ((answers[name], "passes"), (_wrong, "fails")):
-            before = _states()
-            if verdict == "passes":
-                with contextlib.redirect_stdout(io.StringIO()):
-                    check(fn)
-            else:
-                with pytest.raises(CheckFailed):
-                    check(fn)
-            assert _same(before, _states()), f"check_{name} changed the caller's random state when the answer {verdict}"
+    for fn, verdict in ((answer, "passes"), (_wrong, "fails")):
+        before = _states()
+        if verdict == "passes":
+            with contextlib.redirect_stdout(io.StringIO()):
+                check(fn)
+        else:
+            with pytest.raises(CheckFailed):
+                check(fn)
+        assert _same(before, _states()), f"check_{name} changed the caller's random state when the answer {verdict}"
 
 
 def test_the_rng_test_can_fail_without_the_wrapper():
     """The right reparameterize draws noise: run bare (unwrapped), its check moves torch's generator."""
-    answers = _right_answers()
     before = _states()
     with contextlib.redirect_stdout(io.StringIO()):
-        checks.check_reparameterize.__wrapped__(answers["reparameterize"])
+        checks.check_reparameterize.__wrapped__(_answer("reparameterize"))
     assert not _same(before, _states())
