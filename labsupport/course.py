@@ -43,6 +43,8 @@ EXERCISES = Path("labsupport") / "exercises.json"  # {notebook: [{"number", "id"
 # Partial credit: points a check awards per stage it passes (``labsupport.checks.stage(name)``) when it does not
 # pass whole; the rest of the exercise's points need the whole check. Exercises not listed are all-or-nothing.
 STAGE_POINTS = {
+    "Generator": {"interface": 0.5, "gradients": 1.0},   # shapes, range, attributes, size; then every weight learns; then it fits
+    "Discriminator": {"interface": 0.5, "gradients": 1.0},  # the same stages; then it learns to tell made-up digits from noise
     "VAE": {"interface": 0.5, "gradients": 1.0},         # shapes, contract, ranges; then every weight learns; then it trains
     "kl_divergence": {"shape": 0.25, "values": 0.5},   # (B,) right; then the closed form's values; then its gradients
     "negative_elbo": {"shape": 0.25, "value": 0.5},    # a scalar; then its value; then gradients reaching every input

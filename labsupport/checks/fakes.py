@@ -136,3 +136,14 @@ def expect_dict(out: Any, keys: tuple[str, ...], name: str, when: str) -> None:
     if missing:
         shown = ", ".join(f"'{k}': ..." for k in keys)
         raise CheckFailed(f"The dict {name} returns lacks the key(s) {missing}: return {{{shown}}} (got keys {sorted(out)}){when}.")
+
+
+def discs(n: int, seed: int) -> torch.Tensor:
+    """``(n, 1, 28, 28)`` in {0, 1}: filled discs of random centre and radius (three factors of variation), made-up
+    "digits" for the model checks that train a student's network: no download, easy for a good network to learn."""
+    g = torch.Generator().manual_seed(seed)
+    centre = 7 + 14 * torch.rand(n, 2, 1, 1, generator=g)
+    radius = 3 + 4 * torch.rand(n, 1, 1, generator=g)
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    inside = (rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2 < radius**2
+    return inside.float()[:, None]

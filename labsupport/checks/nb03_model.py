@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from .core import CheckFailed, call, carries_gradient, check, describe, expect_tensor, named, passed, stage
+from .fakes import discs
 
 TRAIN_STEPS, TRAIN_BATCH, TRAIN_LR = 200, 64, 2e-3
 REFERENCE_PARAMS = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 64 + 64 + 32 * 256 + 256 + 256 * 256 + 256 + 256 * 784 + 784  # 784-256-256-(32+32) and back
@@ -38,17 +39,6 @@ class _ReferenceVAE(torch.nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
-
-
-def _binary_digits(n: int, seed: int) -> torch.Tensor:
-    """``(n, 1, 28, 28)`` in {0, 1}: filled discs of random centre and radius (three factors of variation), a stand-in
-    for MNIST that needs no download and that a VAE compresses well, but a linear decoder does not."""
-    g = torch.Generator().manual_seed(seed)
-    centre = 7 + 14 * torch.rand(n, 2, 1, 1, generator=g)
-    radius = 3 + 4 * torch.rand(n, 1, 1, generator=g)
-    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    inside = (rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2 < radius**2
-    return inside.float()[:, None]
 
 
 def _negative_elbo(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +86,7 @@ def _interface(cls: Callable) -> torch.nn.Module:
     model = _build(cls, 5, 64)
     if not list(model.parameters()):
         raise CheckFailed("VAE(latent_dim=5, hidden=64) has no parameters: build its layers in __init__ as attributes (self.encoder = ...).")
-    x = _binary_digits(8, 0)
+    x = discs(8, 0)
     out = call(model.encode, x)
     if isinstance(out, torch.Tensor):
         raise CheckFailed(f"encode(x) returned one tensor {describe(out)}: it must return two, (mu, logvar), each (B, latent_dim). "
@@ -128,7 +118,7 @@ def _interface(cls: Callable) -> torch.nn.Module:
 
 
 def _gradients(model: torch.nn.Module) -> None:
-    x = _binary_digits(16, 1)
+    x = discs(16, 1)
     torch.manual_seed(0)
     loss = _negative_elbo(model, x)
     carries_gradient(loss, "The negative ELBO of your VAE does not track gradients (a .detach(), torch.no_grad() or .item() inside "
@@ -155,7 +145,7 @@ def check_VAE(cls: Callable) -> None:
     stage("interface")
     _gradients(model)
     stage("gradients")
-    x, x_test = _binary_digits(512, 2), _binary_digits(256, 3)
+    x, x_test = discs(512, 2), discs(256, 3)
     torch.manual_seed(0)
     ref_before, ref_after = _train(_ReferenceVAE(latent_dim=8, hidden=128), x, x_test)
     torch.manual_seed(0)
