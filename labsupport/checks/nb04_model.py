@@ -76,6 +76,22 @@ def _size_check(net: nn.Module, reference: nn.Module, what: str) -> None:
                           "counts against the statement.")
 
 
+def _learns_and_keeps_images_apart(net: nn.Module, out: torch.Tensor, inputs: torch.Tensor, call_text: str, who: str, what: str) -> None:
+    """The gradients stage of both classes: ``out = net(inputs)`` carries a gradient to every weight, and in eval mode the
+    first three inputs give the same outputs alone as in the whole batch."""
+    carries_gradient(out, f"{call_text} does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
+    out.pow(2).sum().backward()
+    if _dead(net):
+        raise CheckFailed(f"These parameters of {who} get no gradient: {_dead(net)[:4]}. Every layer you create must be used in forward.")
+    net.eval()
+    with torch.no_grad():
+        alone, together = net(inputs[:3]), net(inputs)[:3]
+    if not torch.allclose(alone, together, atol=1e-4):
+        name, arg = call_text[:-1].split("(")
+        raise CheckFailed(f"In eval mode {name}({arg}[:3]) differs from {call_text}[:3]: {what} depends on the others in its "
+                          "batch. Batch norm must use its running statistics in eval mode; is something else normalising over the batch?")
+
+
 def _fit_generator(G: nn.Module, z: torch.Tensor, x: torch.Tensor) -> float:
     """Fit G(z_i) to x_i by squared error for the check's budget; returns the final error per image (pixels summed)."""
     opt = torch.optim.Adam(G.parameters(), lr=LR)
@@ -108,16 +124,7 @@ def check_Generator(cls: Callable) -> None:
                           "End the generator with a sigmoid.")
     _size_check(_module(cls, "Generator", latent_dim=16, width=32), _ReferenceGenerator(16, 32), "Generator(latent_dim=16, width=32)")
     stage("interface")
-    carries_gradient(out, "G(z) does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
-    (out - 0.5).pow(2).sum().backward()
-    if _dead(G):
-        raise CheckFailed(f"These parameters of the generator get no gradient: {_dead(G)[:4]}. Every layer you create must be used in forward.")
-    G.eval()
-    with torch.no_grad():
-        alone, together = G(z[:3]), G(z)[:3]
-    if not torch.allclose(alone, together, atol=1e-5):
-        raise CheckFailed("In eval mode G(z[:3]) differs from G(z)[:3]: an image depends on the others in its batch. After training, "
-                          "batch norm must use its running statistics (model.eval()); is something else normalising over the batch?")
+    _learns_and_keeps_images_apart(G, out, z, "G(z)", "the generator", "an image")
     stage("gradients")
     g = torch.Generator().manual_seed(7)
     z_fit, x_fit = torch.randn(64, 8, generator=g), discs(64, 8)
@@ -174,16 +181,7 @@ def check_Discriminator(cls: Callable) -> None:
                           "(no sigmoid): the losses apply it themselves, stably.")
     _size_check(_module(cls, "Discriminator", width=16), _ReferenceDiscriminator(16), "Discriminator(width=16)")
     stage("interface")
-    carries_gradient(out, "D(x) does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
-    out.pow(2).sum().backward()
-    if _dead(D):
-        raise CheckFailed(f"These parameters of the discriminator get no gradient: {_dead(D)[:4]}. Every layer you create must be used in forward.")
-    D.eval()
-    with torch.no_grad():
-        alone, together = D(x[:3]), D(x)[:3]
-    if not torch.allclose(alone, together, atol=1e-4):
-        raise CheckFailed("In eval mode D(x[:3]) differs from D(x)[:3]: an image's logit depends on the others in its batch. Batch norm must "
-                          "use its running statistics in eval mode; is something else normalising over the batch?")
+    _learns_and_keeps_images_apart(D, out, x, "D(x)", "the discriminator", "an image's logit")
     stage("gradients")
     real, fake, real_test, fake_test = discs(64, 10), _fakes(64, 11), discs(64, 12), _fakes(64, 13)
     torch.manual_seed(0)
