@@ -3,6 +3,7 @@
     python -m bench.grading [--notebook 00_start_here] [--class-size 30] [--jobs 2] [--solutions-only]
     python -m bench.grading --per-notebook [--notebooks 05 06]   # one solution of each notebook, alone
     python -m bench.grading --per-notebook --notebook heaviest --class-size 100 --solutions-only
+    python -m bench.grading --sandbox-cost --class-size 0 [--notebooks 00 05] [--repeats 2]   # sandbox vs --no-sandbox
 
 The class is N copies of one notebook, half the solution (full marks) and half the untouched
 student notebook (zero) — or all solutions with ``--solutions-only`` (the worst case: every cell up
@@ -27,6 +28,7 @@ from labsupport import config, grading
 
 TARGET_ONE = 15.0  # seconds per submission, every notebook (issue 19)
 TARGET_CLASS = 15 * 60.0  # a class of 100 of the heaviest notebook with --jobs 2
+TARGET_SANDBOX = 1.0  # extra seconds per submission for grading in the sandbox (issue 36)
 
 
 def _record(name: str, value: float, unit: str, ok: bool | None = None, seconds: float = 0.0, note: str = "", target: str | None = None) -> dict:
@@ -59,6 +61,41 @@ def per_notebook(notebooks: list[str] | None = None) -> list[dict]:
             full = row["total"] == row["max"] and row["status"] == "ok"
             records.append(_record(f"grade one solution of {name} (grading mode)", wall, "s", full and wall <= TARGET_ONE, wall,
                                    f"{row['total']:g}/{row['max']:g} points, status {row['status']}, load {load:.1f}", f"<= {TARGET_ONE:g} s"))
+    return records
+
+
+def sandbox_cost(notebooks: list[str] | None = None, repeats: int = 2) -> list[dict]:
+    """The sandbox's cost per submission: each solution graded alone (``--jobs 1``) in the sandbox and without it
+    (``--no-sandbox``), alternately, ``repeats`` times each, so that both see the same load; the median of each."""
+    import statistics
+
+    from labsupport.grading import sandbox
+
+    kind = sandbox.resolve("auto")
+    names = notebooks or sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            one = Path(tmp) / name
+            one.mkdir()
+            shutil.copy(ROOT / "solutions" / f"{name}.ipynb", one / f"{name}.ipynb")
+            times: dict[str, list[float]] = {kind: [], "none": []}
+            ok, load = True, os.getloadavg()[0]
+            for k in range(repeats):
+                for mode in (kind, "none") if k % 2 == 0 else ("none", kind):
+                    s = grading.Settings(threads=config.num_threads(default=config.cores()), sandbox=mode)
+                    start = time.perf_counter()
+                    [row] = grading.grade([one / f"{name}.ipynb"], Path(tmp) / f"out-{name}-{mode}-{k}", s, jobs=1, progress=False, similar=False)
+                    times[mode].append(time.perf_counter() - start)
+                    ok = ok and row["total"] == row["max"] and row["status"] == "ok"
+            boxed, bare = statistics.median(times[kind]), statistics.median(times["none"])
+            note = (f"{kind}: {', '.join(f'{t:.1f}' for t in times[kind])} s; none: {', '.join(f'{t:.1f}' for t in times['none'])} s; "
+                    f"full marks both ways: {ok}; load {load:.1f} before, {os.getloadavg()[0]:.1f} after")
+            records.append(_record(f"grade one solution of {name}, in the {kind} sandbox", boxed, "s", ok and boxed <= TARGET_ONE, boxed, note,
+                                   f"<= {TARGET_ONE:g} s"))
+            records.append(_record("  the same without a sandbox (--no-sandbox)", bare, "s", None, bare))
+            records.append(_record("  the sandbox's cost per submission", boxed - bare, "s", boxed - bare < TARGET_SANDBOX, 0,
+                                   target=f"< {TARGET_SANDBOX:g} s"))
     return records
 
 
@@ -104,11 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--solutions-only", action="store_true", help="every submission of the class is a completed solution")
     p.add_argument("--per-notebook", action="store_true", help="first grade one solution of every notebook, alone")
-    p.add_argument("--notebooks", nargs="*", default=None, help="with --per-notebook: only these (name prefixes)")
+    p.add_argument("--notebooks", nargs="*", default=None, help="with --per-notebook or --sandbox-cost: only these (name prefixes)")
+    p.add_argument("--sandbox-cost", action="store_true", help="grade each solution with and without the sandbox, alternately")
+    p.add_argument("--repeats", type=int, default=2, help="with --sandbox-cost: gradings of each notebook each way (default %(default)s)")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     records: list[dict] = []
     notebook = args.notebook
+    if args.sandbox_cost:
+        names = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+        records += sandbox_cost([n for n in names if not args.notebooks or any(n.startswith(x) for x in args.notebooks)], args.repeats)
     if args.per_notebook:
         names = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
         if args.notebooks:

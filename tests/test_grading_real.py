@@ -256,7 +256,7 @@ def test_gradescope_zip_runs_end_to_end_and_results_json_validates(tmp_path):
     with zipfile.ZipFile(zip_path) as z:
         names = z.namelist()
         z.extractall(root / "source")
-    assert {"setup.sh", "run_autograder", "pyproject.toml", "labsupport/grading.py", "labsupport/exercises.json"} <= set(names)
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "labsupport/grading/__init__.py", "labsupport/grading/sandbox.py", "labsupport/exercises.json"} <= set(names)
     for f in ("setup.sh", "run_autograder"):
         os.chmod(root / "source" / f, 0o755)
     results_file, checks = root / "results" / "results.json", root / "source" / "labsupport" / "checking.py"
@@ -293,7 +293,8 @@ def test_self_check_prints_what_the_grader_gives_in_a_students_words(tmp_path, c
     path = _write(tmp_path / "mine.ipynb", "03_variational_autoencoders", CLASS["kl_detached"][1])
     assert grading.main(["--self", str(path), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "Your notebook mine.ipynb (03_variational_autoencoders) would get 0.75 of 5 points." in text
+    points = sum(e["points"] for e in grading.load_exercises()["03_variational_autoencoders"])
+    assert f"Your notebook mine.ipynb (03_variational_autoencoders) would get 0.75 of {points:g} points." in text
     assert "Exercise 2 (kl_divergence): 0.75 / 1 points, partly done." in text and "Partial credit 0.75 / 1" in text
     assert "Exercise 1 (reparameterize): 0 / 1 points, not yet." in text
     with pytest.raises(SystemExit, match="no such notebook"):

@@ -97,7 +97,7 @@ def _grade_safely(path: Path, student: str, exercises: dict[str, list[dict]], s:
 
 
 def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: str | None = None,
-          progress: bool = True, similar: bool = True, hide: list[Path] = ()) -> list[dict]:
+          progress: bool = True, similar: bool = True, hide: list[Path] = (), warn: bool = True) -> list[dict]:
     """Grade every submission under ``paths`` into ``out``; returns the rows (also in grades.json).
 
     Each notebook runs in a sandbox of kind ``s.sandbox`` ("auto": the first that works here; SystemExit when none
@@ -113,7 +113,7 @@ def grade(paths: list[Path], out: Path, s: Settings, jobs: int = 1, assignment: 
         if p.is_dir() and (out == p.resolve() or p.resolve() in out.parents):
             raise SystemExit(f"--out {out} is inside the submissions folder {p}: choose a folder outside it")
     s = dataclasses.replace(s, sandbox=resolve(s.sandbox))
-    if s.sandbox == "none":
+    if s.sandbox == "none" and warn:
         print(f"warning: {NO_SANDBOX}", file=sys.stderr)
     integrity.compile_package()
     hashes = integrity.Hashes()
@@ -150,7 +150,7 @@ def self_check(path: Path, s: Settings) -> tuple[dict, str]:
     if s.sandbox == "auto" and not (works("bwrap") or works("unshare")):
         s = dataclasses.replace(s, sandbox="none")
     with tempfile.TemporaryDirectory(prefix="labsupport-self-") as tmp:
-        [row] = grade([path], Path(tmp), s, jobs=1, progress=False, similar=False)
+        [row] = grade([path], Path(tmp), s, jobs=1, progress=False, similar=False, warn=False)  # the student's own notebook
     lines = [f"Your notebook {path.name} ({row['notebook'] or 'assignment unknown'}) would get {row['total']:g} of {row['max']:g} points.", ""]
     for e in row["exercises"]:
         verdict = "done" if e["passed"] else ("partly done" if e["score"] else "not yet")
@@ -177,6 +177,7 @@ def gradescope_run(root: Path, assignment: str, s: Settings) -> int:
     warning = None
     if s.sandbox == "auto" and not (works("bwrap") or works("unshare")):
         s, warning = dataclasses.replace(s, sandbox="none"), "no sandbox could run in this container: graded without one"
+    s = dataclasses.replace(s, sandbox=resolve(s.sandbox))
     results_dir = root / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     found = sorted(f for f in (root / "submission").rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
@@ -187,7 +188,7 @@ def gradescope_run(root: Path, assignment: str, s: Settings) -> int:
     else:
         pick = (ours or found)[0]  # the notebook of this assignment, else the first one (which then scores what it scores)
         with tempfile.TemporaryDirectory(prefix="labsupport-gradescope-") as tmp:
-            [row] = grade([pick], Path(tmp), s, jobs=1, assignment=assignment, progress=False, similar=False, hide=[root])
+            [row] = grade([pick], Path(tmp), s, jobs=1, assignment=assignment, progress=False, similar=False, hide=[root], warn=warning is None)
         report = gradescope.results(row, time.perf_counter() - start)
         if len(found) > 1:
             report["output"] += f"\n{len(found)} notebooks were submitted; graded: {pick.name}."
