@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .config import resolve_device, seed_everything
 from .data import TensorLoader, binarize, mnist_tensors
 from .diffusion import Schedule, simple_loss, to_signal
-from .losses import critic_loss, gan_d_loss, gan_g_loss, gradient_penalty, least_squares, vae_objective, wgan_g_loss
+from .losses import critic_loss, cycle_l1, gan_d_loss, gan_g_loss, gradient_penalty, least_squares, vae_objective, wgan_g_loss
 from .metrics import accuracy
 from .models import MLP2D, DigitClassifier
 
@@ -540,8 +540,9 @@ def train_conditional_gan(
 
 def train_cyclegan(
     G_AB: torch.nn.Module, G_BA: torch.nn.Module, D_A: torch.nn.Module, D_B: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, *,
-    steps: int, cycle_loss: Callable, lam_cycle: float = 10.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+    steps: int, cycle_loss: Callable = cycle_l1, lam_cycle: float = 10.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
     max_seconds: float | None = None, device: torch.device | str | None = None, desc: str = "CycleGAN",
+    step: Callable[..., dict] | None = None, lam_id: float = 0.0,
 ) -> dict[str, list[float]]:
     """CycleGAN (Zhu et al., 2017) on two unpaired image sets ``a: (N, cA, H, W)``, ``b: (M, cB, H, W)`` in [0, 1].
 
@@ -549,6 +550,8 @@ def train_cyclegan(
     ``(D_B(G_AB(a)) - 1)^2 + (D_A(G_BA(b)) - 1)^2 + lam_cycle * cycle_loss(G_AB, G_BA, a, b)``, then each
     discriminator minimises ``((D(real) - 1)^2 + D(fake)^2) / 2`` on the detached translations.
     Batches of a and b are drawn independently: the model never sees which b belongs to which a.
+    ``step`` replaces the generators' half with your own ``step(G_AB, G_BA, D_A, D_B, opt_g, a, b, lam_cyc=, lam_id=)``
+    returning ``{"loss_g", "adv", "cycle", "identity"}`` (the discriminators then judge fresh translations).
     Returns ``{"step", "g_adv", "cycle", "d_loss", "seconds"}`` lists, one entry per step.
     """
     gens, discs = [G_AB, G_BA], [D_A, D_B]
@@ -559,20 +562,26 @@ def train_cyclegan(
     opt_d = torch.optim.Adam([p for m in discs for p in m.parameters()], lr=lr, betas=(0.5, 0.999))
     sample_a, sample_b = batch_sampler(a, seed=seed), batch_sampler(b, seed=seed + 1)
 
-    def iteration(step: int, _) -> dict[str, float]:
+    def iteration(it: int, _) -> dict[str, float]:
         real_a, real_b = sample_a(batch_size).to(device), sample_b(batch_size).to(device)
-        fake_b, fake_a = G_AB(real_a), G_BA(real_b)
-        adv = least_squares(D_B(fake_b), 1.0) + least_squares(D_A(fake_a), 1.0)
-        cyc = cycle_loss(G_AB, G_BA, real_a, real_b)
-        opt_g.zero_grad(set_to_none=True)
-        (adv + lam_cycle * cyc).backward()
-        opt_g.step()
+        if step is not None:
+            out = step(G_AB, G_BA, D_A, D_B, opt_g, real_a, real_b, lam_cyc=lam_cycle, lam_id=lam_id)
+            adv, cyc = out["adv"], out["cycle"]
+            with torch.no_grad():
+                fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+        else:
+            fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+            adv = least_squares(D_B(fake_b), 1.0) + least_squares(D_A(fake_a), 1.0)
+            cyc = cycle_loss(G_AB, G_BA, real_a, real_b)
+            opt_g.zero_grad(set_to_none=True)
+            (adv + lam_cycle * cyc).backward()
+            opt_g.step()
         loss_d = 0.5 * (least_squares(D_A(real_a), 1.0) + least_squares(D_A(fake_a.detach()), 0.0)
                         + least_squares(D_B(real_b), 1.0) + least_squares(D_B(fake_b.detach()), 0.0))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        return {"g_adv": adv.item(), "cycle": cyc.item(), "d_loss": loss_d.item()}
+        return {"g_adv": float(adv), "cycle": float(cyc), "d_loss": loss_d.item()}
 
     return run_steps(iteration, range(steps), modules=gens + discs, desc=desc, steps=steps, max_seconds=max_seconds,
                      watch=("g_adv", "cycle", "d_loss"))

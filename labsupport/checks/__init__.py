@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
+from . import core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_log_marginal, check_pca
@@ -21,7 +21,8 @@ from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize
 from .nb03_model import check_iw_nll, check_VAE
 from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
 from .nb04_model import check_Discriminator, check_Generator
-from .nb05 import check_critic_loss, check_cycle_consistency_loss, check_gradient_penalty, check_wgan_gp_step
+from .nb05 import check_critic_loss, check_gradient_penalty, check_wgan_gp_step
+from .nb05_model import check_ConditionalDiscriminator, check_ConditionalGenerator, check_cyclegan_g_step
 from .nb06 import check_auroc
 from .nb06_debias import check_resampling_weights
 from .nb07 import check_slerp
@@ -62,9 +63,11 @@ __all__ = [
     "check_Generator",
     "check_Discriminator",
     "check_critic_loss",
-    "check_cycle_consistency_loss",
     "check_gradient_penalty",
     "check_wgan_gp_step",
+    "check_ConditionalGenerator",
+    "check_ConditionalDiscriminator",
+    "check_cyclegan_g_step",
     "check_auroc",
     "check_resampling_weights",
     "check_slerp",
@@ -78,4 +81,4 @@ __all__ = [
     "check_flow_matching_loss",
     "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)

@@ -1,4 +1,4 @@
-"""Notebook 05, GAN variants: critic_loss, gradient_penalty, wgan_gp_step, cycle_consistency_loss."""
+"""Notebook 05, GAN variants: critic_loss, gradient_penalty, wgan_gp_step (the conditional GAN's classes and the CycleGAN step: ``nb05_model``)."""
 
 from __future__ import annotations
 
@@ -343,45 +343,3 @@ def check_wgan_gp_step(fn: Callable) -> None:
             z = torch.randn(n_critic * B, 2, generator=g)
             _wgan_step_once(fn, G, C, opt_g, opt_c, x, z, n_critic, lam, lr_g, lr_c, f"{what}, call {call_no}")
     passed("wgan_gp_step", "n_critic critic steps with the penalty at interpolates, then one G step, on points and images")
-
-
-@check
-def check_cycle_consistency_loss(fn: Callable) -> None:
-    """``cycle_consistency_loss(G_AB, G_BA, a: (B, cA, H, W), b: (B, cB, H, W)) -> scalar``:
-    mean |G_BA(G_AB(a)) - a| + mean |G_AB(G_BA(b)) - b|."""
-    g = torch.Generator().manual_seed(3)
-    torch.manual_seed(3)
-    G_AB, G_BA = torch.nn.Conv2d(1, 3, 1), torch.nn.Conv2d(3, 1, 1)  # A has 1 channel, B has 3: a swap cannot pass silently
-    a, b = torch.rand(4, 1, 6, 6, generator=g), torch.rand(4, 3, 6, 6, generator=g)
-    out = call_explained(fn, lambda message, err: f"`cycle_consistency_loss` crashed with {type(err).__name__}: {err}.\n  Here A images "
-                         "have 1 channel and B images 3: G_AB takes A images (and makes B images), G_BA takes B images. Did you swap them?",
-                         G_AB, G_BA, a, b)
-    out = expect_tensor(out, (), "cycle_consistency_loss(G_AB, G_BA, a, b)")
-    l1 = lambda u, v: (u - v).abs().mean()
-    l2 = lambda u, v: (u - v).pow(2).mean()
-    with torch.no_grad():
-        fwd, bwd = l1(G_BA(G_AB(a)), a), l1(G_AB(G_BA(b)), b)
-        wrong = [
-            ("Only the A -> B -> A cycle is there: add the B -> A -> B cycle, mean |G_AB(G_BA(b)) - b|.", fwd),
-            ("Only the B -> A -> B cycle is there: add the A -> B -> A cycle, mean |G_BA(G_AB(a)) - a|.", bwd),
-            ("You used the squared error: CycleGAN's cycle loss is the L1 error, mean |reconstruction - original|.",
-             l2(G_BA(G_AB(a)), a) + l2(G_AB(G_BA(b)), b)),
-            ("You summed the absolute errors: take the mean over pixels and examples.",
-             (G_BA(G_AB(a)) - a).abs().sum() + (G_AB(G_BA(b)) - b).abs().sum()),
-            ("You averaged the two cycles: the loss is their sum (the weight lambda is applied outside).", (fwd + bwd) / 2),
-        ]
-        want = losses.cycle_l1(G_AB, G_BA, a, b)
-    if not close(out, want, rtol=1e-4):
-        found = named(out, wrong, rtol=1e-4, atol=1e-5)
-        if found:
-            raise CheckFailed(found)
-        raise CheckFailed(f"The loss is {out.item():.4f}, expected {want.item():.4f} = mean|G_BA(G_AB(a)) - a| + mean|G_AB(G_BA(b)) - b|.{ratio_hint(out, want)}")
-    carries_gradient(out, "The loss carries no gradient: do not wrap it in torch.no_grad() or .detach() the translations.")
-    params = [G_AB.weight, G_BA.weight]
-    grads = torch.autograd.grad(out, params, allow_unused=True)
-    wanted = torch.autograd.grad(losses.cycle_l1(G_AB, G_BA, a, b), params)
-    for grad, want_grad, name in zip(grads, wanted, ["G_AB", "G_BA"]):
-        if grad is None or not close(grad, want_grad, rtol=1e-3, atol=1e-6):
-            raise CheckFailed(f"No gradient (or only part of it) reaches {name}'s weights: each cycle must train both generators, "
-                              "so do not .detach() the translation in the middle of a cycle.")
-    passed("cycle_consistency_loss")
