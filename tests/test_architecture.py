@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-SECTIONS = {"labsupport": None, "labsupport.checks": "## `labsupport/checks/`", "bench": "## `bench/`"}  # heading of each table
+SECTIONS = {"labsupport": None, "labsupport.checks": "## `labsupport/checks/`", "labsupport.grading": "## `labsupport/grading/`", "bench": "## `bench/`"}  # heading of each table
 
 
 def _allowed(package: str) -> dict[str, set[str]]:
