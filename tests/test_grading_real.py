@@ -60,7 +60,8 @@ ROOM = "import torch\nroom = torch.ones(50_000_000)  # 200 MB: fits only if the 
 TIGHT = ("import resource, torch\n\ndef data():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmData')).split()[1]) * 1024\n\n"
          "limit = resource.getrlimit(resource.RLIMIT_DATA)[0]\nprobe = [torch.ones(25_000_000)]\nbefore = data()\nprobe.append(torch.ones(25_000_000))\n"
          "block = data() - before\ndel probe\npad = torch.empty(max(0, (limit - data()) % block - 100_000) // 4)")
-RECON = "def reconstruction_error(x, x_hat):\n    return (x - x_hat).pow(2).flatten(1).sum(1)"
+CONV = "def conv_out(size, kernel, stride=1, padding=0):\n    return (size + 2 * padding - kernel) // stride + 1"
+CONV_T = "def conv_transpose_out(size, kernel, stride=1, padding=0, output_padding=0):\n    return (size - 1) * stride - 2 * padding + kernel + output_padding"
 
 CLASS = {  # student: (assignment, cells)
     "copied": ("00_start_here", [SOLUTION_00]),
@@ -80,10 +81,10 @@ CLASS = {  # student: (assignment, cells)
                                                     "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).detach()"]),
     "kl_mean": ("03_variational_autoencoders", ["def kl_divergence(mu, logvar):\n"
                                                 "    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean(1)"]),
-    "bomb_cell": ("02_latent_variables_and_autoencoders", [RECON, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
-    "bomb_tight": ("02_latent_variables_and_autoencoders", [RECON, TIGHT, BOMB, ROOM, "import torch\n\ndef add_noise(x, std):\n    return (x + std * torch.randn_like(x)).clamp(0, 1)"]),
-    "bomb_check": ("02_latent_variables_and_autoencoders", [RECON, "import torch\n\ndef add_noise(x, std):\n    keep = []\n    while True:\n"
-                                                                   "        keep.append(torch.ones(25_000_000))"]),
+    "bomb_cell": ("04_generative_adversarial_networks", [CONV, BOMB, ROOM, CONV_T]),
+    "bomb_tight": ("04_generative_adversarial_networks", [CONV, TIGHT, BOMB, ROOM, CONV_T]),
+    "bomb_check": ("04_generative_adversarial_networks", [CONV, "import torch\n\ndef conv_transpose_out(size, kernel, stride=1, padding=0, output_padding=0):\n"
+                                                                 "    keep = []\n    while True:\n        keep.append(torch.ones(25_000_000))"]),
 }
 
 
@@ -175,8 +176,8 @@ def test_partial_credit_per_stage_with_a_message_that_says_what_earned_what(real
 def test_a_cell_that_grows_past_the_memory_limit_keeps_the_marks_before(real_class):
     row = real_class[2]["bomb_cell"]
     assert "memory" in row["status"].split(";"), row
-    assert _ex(real_class[2], "bomb_cell", "reconstruction_error")["score"] == 1
-    assert _ex(real_class[2], "bomb_cell", "add_noise")["score"] == 1  # the kernel survived: the cells after still count
+    assert _ex(real_class[2], "bomb_cell", "conv_out")["score"] == 1
+    assert _ex(real_class[2], "bomb_cell", "conv_transpose_out")["score"] == 1  # the kernel survived: the cells after still count
     assert [c["cell"] for c in row["cell_errors"]] == [2], row["cell_errors"]
     assert "allocate" in row["cell_errors"][0]["evalue"]
     assert any(f"limit is {MEMORY_MB} MB" in p for p in row["problems"]), row["problems"]
@@ -186,15 +187,15 @@ def test_a_cell_that_fills_memory_to_the_last_kilobytes_does_not_kill_the_kernel
     row = real_class[2]["bomb_tight"]
     assert "memory" in row["status"].split(";") and "kernel-died" not in row["status"], (row["status"], row["problems"])
     assert [c["cell"] for c in row["cell_errors"]] == [3], row["cell_errors"]
-    assert _ex(real_class[2], "bomb_tight", "add_noise")["score"] == 1
+    assert _ex(real_class[2], "bomb_tight", "conv_transpose_out")["score"] == 1
 
 
 def test_a_function_that_grows_past_the_memory_limit_scores_zero(real_class):
     row = real_class[2]["bomb_check"]
     assert "memory" in row["status"].split(";"), row
-    e = _ex(real_class[2], "bomb_check", "add_noise")
+    e = _ex(real_class[2], "bomb_check", "conv_transpose_out")
     assert e["score"] == 0 and "ran out of memory" in e["message"], e["message"]
-    assert _ex(real_class[2], "bomb_check", "reconstruction_error")["score"] == 1
+    assert _ex(real_class[2], "bomb_check", "conv_out")["score"] == 1
 
 
 # --- 3. similarity, instructor only; the gradebook ----------------------------------------------

@@ -12,11 +12,12 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
+from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_log_marginal, check_pca
-from .nb02 import check_add_noise, check_ae_train_step, check_Autoencoder, check_reconstruction_error
+from .nb02 import check_ae_train_step, check_Autoencoder
+from .nb02_denoise import check_denoising_step
 from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize, check_vae_loss
 from .nb03_model import check_iw_nll, check_VAE
 from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
@@ -45,10 +46,9 @@ __all__ = [
     "check_normalize_images",
     "check_pca",
     "check_log_marginal",
-    "check_add_noise",
     "check_ae_train_step",
     "check_Autoencoder",
-    "check_reconstruction_error",
+    "check_denoising_step",
     "check_kl_divergence",
     "check_negative_elbo",
     "check_reparameterize",
@@ -81,4 +81,4 @@ __all__ = [
     "check_flow_matching_loss",
     "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)

@@ -1,90 +1,13 @@
-"""Notebook 02, latent variables and autoencoders: reconstruction_error, add_noise, Autoencoder, ae_train_step."""
+"""Notebook 02, latent variables and autoencoders: Autoencoder, ae_train_step (the denoising step: ``nb02_denoise``)."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
-from .core import CheckFailed, Unchanged, call, carries_gradient, check, close, describe, expect_tensor, named, passed, ratio_hint
+from .core import CheckFailed, call, carries_gradient, check, close, describe, expect_tensor, named, passed, ratio_hint
 from .fakes import StepSGD, flat, grads, ref_grad
-
-
-@check
-def check_reconstruction_error(fn: Callable) -> None:
-    """``reconstruction_error(x, x_hat) -> (B,)``: squared error summed over the pixels of each image."""
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(5, 1, 28, 28, generator=g)
-    x_hat = torch.rand(5, 1, 28, 28, generator=g).requires_grad_(True)
-    out = call(fn, x, x_hat)
-    if isinstance(out, torch.Tensor) and out.shape == x.shape:
-        raise CheckFailed(f"Got shape {tuple(out.shape)}, one number per pixel: sum over the pixels of each image to get shape (5,).")
-    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == 5:
-        raise CheckFailed(f"Got shape {tuple(out.shape)}: sum over *all* of (C, H, W), e.g. `.flatten(1).sum(1)`, to get shape (5,).")
-    expect_tensor(out, (5,), "reconstruction_error(x, x_hat)")
-    want = (x - x_hat.detach()).pow(2).flatten(1).sum(1)
-    got = out.detach()
-    if not close(got, want, rtol=1e-4, atol=1e-4):
-        diff = x - x_hat.detach()
-        raise CheckFailed(named(got, [
-            ("Your values are 784 times too small: you averaged over the pixels. Sum over them: the course reports "
-             "the squared error *per image* (as Hinton & Salakhutdinov, 2006).", want / 784),
-            ("You returned the length of the error vector (a square root). Return the *squared* error: no sqrt.", want.sqrt()),
-            ("That is the absolute error. Square the differences: (x - x_hat) ** 2.", diff.abs().flatten(1).sum(1)),
-            ("You summed the differences and then squared the sum. Square each pixel's difference first, then sum.", diff.flatten(1).sum(1).pow(2)),
-        ], rtol=1e-4, atol=1e-4) or f"Wrong values: got {[round(v, 3) for v in got.tolist()]}, expected {[round(v, 3) for v in want.tolist()]}.{ratio_hint(got, want)}")
-    carries_gradient(out, "The result does not track gradients (was it detached, or built with .item() / numpy?). We train on it: keep it in torch.")
-    out.sum().backward()
-    if x_hat.grad is None or not close(x_hat.grad, 2 * (x_hat.detach() - x), atol=1e-4):
-        raise CheckFailed("The gradient with respect to x_hat is not 2 (x_hat - x). Compute it with plain torch operations.")
-    perfect = call(fn, x, x.clone())
-    if not close(perfect.detach(), torch.zeros(5), atol=1e-6):
-        raise CheckFailed("A perfect reconstruction (x_hat = x) should give 0 error.")
-    passed("reconstruction_error")
-
-
-@check
-def check_add_noise(fn: Callable) -> None:
-    """``add_noise(x, std) -> x_noisy``: ``x: (B, 1, 28, 28)`` in [0, 1] plus independent N(0, std^2) noise per pixel, clipped to [0, 1]."""
-    grey = torch.full((64, 1, 28, 28), 0.5)
-    kept = Unchanged(grey)
-    out = call(fn, grey, 0.1)
-    kept.verify("add_noise changed its input in place. Return a new tensor: the clean image is the training target.")
-    expect_tensor(out, tuple(grey.shape), "add_noise(x, 0.1)")
-    if out.dtype != grey.dtype:
-        raise CheckFailed(f"add_noise returned {str(out.dtype).replace('torch.', '')} for float32 images: the networks downstream are "
-                          "float32 and refuse it. Keep the input's dtype (torch.randn_like(x) does; numpy and Python floats give float64).")
-    out = out.detach().double()
-    mean, std = out.mean().item(), out.std().item()
-    if std < 1e-6:
-        raise CheckFailed("The output equals the input: no noise was added.")
-    per_image = out.flatten(1).std(1)
-    if bool((per_image < 0.2 * std).all()):
-        raise CheckFailed("Inside one image all pixels got the same noise. Draw independent noise for every pixel (torch.randn_like(x)).")
-    if torch.allclose(out[0], out[1]):
-        raise CheckFailed("Every image in the batch got the same noise pattern. Draw noise of the full shape (B, 1, 28, 28).")
-    if abs(mean - 0.5) > 0.01:
-        raise CheckFailed(f"On grey images (0.5) the noisy mean is {mean:.3f}: the noise is not centred on 0. "
-                          "torch.rand is uniform on [0, 1]; use torch.randn (or randn_like), which has mean 0.")
-    if abs(std - 0.01) < 0.002:
-        raise CheckFailed(f"The noise has std {std:.4f} = 0.1 squared: you multiplied by the variance std**2. Multiply randn by std.")
-    sqrt_mistake = (0.5 + math.sqrt(0.1) * torch.randn(64 * 784, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).clamp(0, 1)
-    if abs(std - sqrt_mistake.std().item()) < 0.01:
-        raise CheckFailed(f"The noise has std {std:.3f} = sqrt(0.1): std is already a standard deviation, multiply randn by it directly.")
-    if abs(std - 0.1) > 0.005:
-        raise CheckFailed(f"The noise should have standard deviation 0.1, got {std:.4f}. Add std * torch.randn_like(x).")
-    again = call(fn, grey, 0.1)
-    if torch.allclose(again.detach().double(), out):
-        raise CheckFailed("Two calls gave identical noise: draw fresh random noise on every call (no fixed seed inside add_noise).")
-    edges = torch.cat([torch.zeros(8, 1, 28, 28), torch.ones(8, 1, 28, 28)])
-    clipped = expect_tensor(call(fn, edges, 0.5), tuple(edges.shape), "add_noise(x, 0.5)").detach()
-    if clipped.min() < 0 or clipped.max() > 1:
-        raise CheckFailed(f"Values range from {clipped.min().item():.2f} to {clipped.max().item():.2f}: clip the result to [0, 1] "
-                          "(torch.clamp or .clamp(0, 1)), so noisy images are still images.")
-    if not close(call(fn, edges, 0.0).detach(), edges):
-        raise CheckFailed("With std = 0 the output should equal the input.")
-    passed("add_noise")
 
 
 def _ae_images(n: int, seed: int) -> torch.Tensor:
@@ -274,3 +197,4 @@ def check_ae_train_step(fn: Callable) -> None:
         raise CheckFailed("In a second call the gradients at optimizer.step() included the first call's: call optimizer.zero_grad() "
                           "at the start of every step.")
     passed("ae_train_step", "zero_grad, loss, backward, step; returns the loss")
+
