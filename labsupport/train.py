@@ -13,6 +13,7 @@ the model's device, a string goes through ``get_device``; the models are moved t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import time
@@ -431,7 +432,8 @@ def train_gan(
     desc: str = "GAN",
 ) -> dict[str, list[float]]:
     """Alternating GAN training with Adam for both players: ``steps`` iterations of :func:`gan_step`
-    (``step`` replaces it with your own of the same signature), each with ``d_steps`` D updates.
+    (``step`` replaces it with your own, called as ``step(G, D, opt_g, opt_d, x_real, z, **kw)`` with only the keywords
+    among ``y``, ``d_loss``, ``g_loss``, ``d_penalty``, ``update_g`` that it declares), each with ``d_steps`` D updates.
 
     ``sample_real(B)`` returns ``x: (B, ...)`` or ``(x, y)`` for a conditional GAN, which then
     calls ``G(z, y)`` and ``D(x, y)`` (fakes get the same labels as the real batch). ``G`` needs a
@@ -448,6 +450,11 @@ def train_gan(
     opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
     losses = dict(d_loss=d_loss, g_loss=g_loss, d_penalty=d_penalty)
+    takes = _keywords(step, ("y", "d_loss", "g_loss", "d_penalty", "update_g"))
+    needed = {"d_penalty": d_penalty is not None, "update_g": d_steps > 1, "d_loss": d_loss is not gan_d_loss, "g_loss": g_loss is not gan_g_loss}
+    missing = [k for k, used in needed.items() if used and k not in takes]
+    if missing:
+        raise TypeError(f"train_gan: this training needs {missing}, which step={getattr(step, '__name__', step)!r} does not take")
 
     def real_batch():
         out = sample_real(batch_size)
@@ -457,13 +464,24 @@ def train_gan(
     def iteration(it: int, _) -> dict[str, float]:
         for k in range(d_steps):  # the last D update comes with the G update
             x, y = real_batch()
-            out = step(G, D, opt_g, opt_d, x, torch.randn(len(x), G.latent_dim, device=device), y, update_g=k == d_steps - 1, **losses)
+            if y is not None and "y" not in takes:
+                raise TypeError(f"train_gan: the real batches have labels (a conditional GAN), but step={getattr(step, '__name__', step)!r} takes no y")
+            given = dict(y=y, update_g=k == d_steps - 1, **losses)
+            out = step(G, D, opt_g, opt_d, x, torch.randn(len(x), G.latent_dim, device=device), **{k: v for k, v in given.items() if k in takes})
         return {"d_loss": out["loss_d"].item(), "g_loss": out["loss_g"].item(),
                 "d_real": torch.sigmoid(out["real_logits"].detach().float()).mean().item(),
                 "d_fake": torch.sigmoid(out["fake_logits"].detach().float()).mean().item()}
 
     return run_steps(iteration, range(steps), modules=[G, D], desc=desc, steps=steps, max_seconds=max_seconds, watch=("d_loss", "g_loss"),
                      callback=None if callback is None else (lambda it: callback(it, G, D)))
+
+
+def _keywords(fn: Callable, names: Sequence[str]) -> set[str]:
+    """Which of ``names`` ``fn`` can take as keywords: all of them if it has ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return set(names)
+    return {p.name for p in params if p.name in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def toy_gan(

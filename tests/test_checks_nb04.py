@@ -168,7 +168,7 @@ def _out(loss_d, loss_g, real_logits, fake_logits):
     return {"loss_d": loss_d, "loss_g": loss_g, "real_logits": real_logits, "fake_logits": fake_logits}
 
 
-def step_frozen(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_frozen(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """Like the course's: detach, frozen(D) in the G step, zero_grad before each backward."""
     fake = G(z).detach()
     real_logits, fake_logits = D(x_real), D(fake)
@@ -186,7 +186,7 @@ def step_frozen(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_l
     return _out(loss_d, loss_g, real_logits, fake_logits)
 
 
-def step_requires_grad(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_requires_grad(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """no_grad for the fakes, D.requires_grad_(False) / back around the G step, zero_grad(set_to_none=False)."""
     with torch.no_grad():
         fake = G(z)
@@ -206,7 +206,7 @@ def step_requires_grad(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_lo
     return _out(loss_d, loss_g, real_logits, fake_logits)
 
 
-def step_no_freeze(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_no_freeze(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """No freezing at all: D collects gradients in the G step, which the next opt_d.zero_grad() throws away."""
     opt_d.zero_grad()
     opt_g.zero_grad()
@@ -222,7 +222,7 @@ def step_no_freeze(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, 
     return _out(loss_d, loss_g, real_logits, fake_logits)
 
 
-def step_reuse_fake(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_reuse_fake(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """The PyTorch DCGAN tutorial's way: one batch of fakes, detached for D, scored again by the updated D for G; zero_grad after the steps."""
     fake = G(z)
     real_logits, fake_logits = D(x_real), D(fake.detach())
@@ -249,7 +249,7 @@ def test_gan_step_accepts_correct_versions(fn, capsys):
 def mistake(*, detach=True, d_in_g_step=False, saturating=False, zero_d=True, zero_g=True, swap=False, one_opt=False, ret=None):
     """The course's step with one thing broken."""
 
-    def step(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+    def step(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
         fake = G(z).detach() if detach else G(z)
         real_logits, fake_logits = D(x_real), D(fake)
         loss_d = d_loss(fake_logits, real_logits) if swap else d_loss(real_logits, fake_logits)
@@ -290,7 +290,7 @@ def test_gan_step_rejects_mistakes(fn, message):
         checks.check_gan_step(fn)
 
 
-def step_reused_undetached_fake(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_reused_undetached_fake(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     fake = G(z)
     real_logits, fake_logits = D(x_real), D(fake)
     loss_d = d_loss(real_logits, fake_logits)
@@ -304,7 +304,7 @@ def step_reused_undetached_fake(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss
     return _out(loss_d, loss_g, real_logits, fake_logits)
 
 
-def step_opt_g_for_d(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_opt_g_for_d(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     real_logits, fake_logits = D(x_real), D(G(z).detach())
     loss_d = d_loss(real_logits, fake_logits)
     opt_g.zero_grad()
@@ -337,7 +337,7 @@ def test_gan_step_not_written_yet():
 # --- blind spots closed in issue 35: the losses gan_step is given must be the ones it trains with ---------------------
 
 
-def step_bce_inline(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_bce_inline(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """Right for the standard losses, but writes them inline: notebook 04's saturating experiment would train the wrong loss."""
     fake = G(z).detach()
     real_logits, fake_logits = D(x_real), D(fake)
@@ -355,7 +355,7 @@ def step_bce_inline(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss,
     return _out(loss_d, loss_g, real_logits, fake_logits)
 
 
-def step_g_loss_inline(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss=gan_d_loss, g_loss=gan_g_loss, d_penalty=None, update_g=True):
+def step_g_loss_inline(G, D, opt_g, opt_d, x_real, z, *, d_loss=gan_d_loss, g_loss=gan_g_loss, update_g=True):
     """Uses d_loss, but the non-saturating G loss is written inline."""
     fake = G(z).detach()
     real_logits, fake_logits = D(x_real), D(fake)

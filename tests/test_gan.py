@@ -62,6 +62,33 @@ def test_d_steps_and_conditional_batches():
     assert D.with_labels == D.calls and G.with_labels == G.calls
 
 
+def test_a_custom_step_gets_only_the_arguments_it_declares():
+    """Notebook 04's gan_step takes no y and no d_penalty: train_gan calls a step with the keywords it declares, and says
+    so when the training needs one the step does not take (labels, a penalty, several D steps)."""
+    from labsupport.train import gan_step
+
+    seen = []
+
+    def student_step(G, D, opt_g, opt_d, x_real, z, *, d_loss, g_loss, update_g=True):
+        seen.append(update_g)
+        return gan_step(G, D, opt_g, opt_d, x_real, z, d_loss=d_loss, g_loss=g_loss, update_g=update_g)
+
+    def bare_step(G, D, opt_g, opt_d, x_real, z):
+        return gan_step(G, D, opt_g, opt_d, x_real, z)
+
+    G, D = models.MLP2D(2, 2, hidden=8, depth=1), models.MLP2D(2, 1, hidden=8, depth=1)
+    x, y = torch.randn(100, 2), torch.randint(0, 3, (100,))
+    train_gan(G, D, batch_sampler(x), steps=2, d_steps=2, batch_size=8, device="cpu", step=student_step)
+    assert seen == [False, True, False, True]
+    train_gan(G, D, batch_sampler(x), steps=1, batch_size=8, device="cpu", step=bare_step)
+    with pytest.raises(TypeError, match="takes no y"):
+        train_gan(G, D, batch_sampler(x, y), steps=1, batch_size=8, device="cpu", step=student_step)
+    with pytest.raises(TypeError, match="d_penalty"):
+        train_gan(G, D, batch_sampler(x), steps=1, batch_size=8, device="cpu", step=student_step, d_penalty=lambda D, x, f, y: 0.0)
+    with pytest.raises(TypeError, match="update_g"):
+        train_gan(G, D, batch_sampler(x), steps=1, d_steps=2, batch_size=8, device="cpu", step=bare_step)
+
+
 def test_discriminator_step_leaves_generator_alone():
     G, D = models.MLP2D(2, 2, hidden=8, depth=1), models.MLP2D(2, 1, hidden=8, depth=1)
     before = [p.detach().clone() for p in G.parameters()]

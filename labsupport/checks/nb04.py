@@ -190,8 +190,7 @@ def _gan_step_once(fn: Callable, G: RecordingNet, D: RecordingNet, opt_g: StepSG
     """Run the student's step once, watching both optimizers and G's gradients, and compare with Algorithm 1."""
     G0, D0 = flat(G.parameters()), flat(D.parameters())
     entry_g, entry_d = grads(G), grads(D)
-    out, events = watch_step(fn, G, D, opt_g, opt_d, "d", _explain_reuse, x, z, None, d_loss=d_loss, g_loss=g_loss,
-                             d_penalty=None, update_g=update_g)
+    out, events = watch_step(fn, G, D, opt_g, opt_d, "d", _explain_reuse, x, z, d_loss=d_loss, g_loss=g_loss, update_g=update_g)
     when = f" (call {call_no}, update_g={update_g})"
     expect_dict(out, ("loss_d", "loss_g", "real_logits", "fake_logits"), "gan_step", when)
 
@@ -304,7 +303,7 @@ def _gan_step_once(fn: Callable, G: RecordingNet, D: RecordingNet, opt_g: StepSG
 
 @check
 def check_gan_step(fn: Callable) -> None:
-    """``gan_step(G, D, opt_g, opt_d, x_real, z, y=None, *, d_loss, g_loss, d_penalty, update_g)`` -> dict: one iteration of Algorithm 1.
+    """``gan_step(G, D, opt_g, opt_d, x_real, z, *, d_loss, g_loss, update_g)`` -> dict: one iteration of Algorithm 1.
 
     Tiny linear G and D with plain SGD optimizers of known learning rates: the check watches every optimizer
     step (which one, with which gradients) and G's gradients, and compares with the D step on real and
