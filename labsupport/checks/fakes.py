@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import CheckFailed, call_explained, describe
+from .core import CheckFailed, call, call_explained, describe
 
 
 class StepSGD:
@@ -147,3 +147,31 @@ def discs(n: int, seed: int) -> torch.Tensor:
     rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
     inside = (rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2 < radius**2
     return inside.float()[:, None]
+
+
+def build_module(cls: Callable, what: str, attributes: tuple[str, ...], **kwargs) -> torch.nn.Module:
+    """``cls(**kwargs)`` for the model checks: an ``nn.Module`` with parameters that keeps ``attributes`` of its
+    constructor's arguments (the notebooks' training loops and measurements read them); else a clear CheckFailed."""
+    net = call(cls, **kwargs)
+    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    if not isinstance(net, torch.nn.Module):
+        raise CheckFailed(f"{what}({shown}) is a {describe(net)}, not a torch.nn.Module: subclass torch.nn.Module and call super().__init__().")
+    if not list(net.parameters()):
+        raise CheckFailed(f"{what}({shown}) has no parameters: build its layers in __init__ as attributes.")
+    for name in attributes:
+        if getattr(net, name, None) != kwargs[name]:
+            raise CheckFailed(f"{what}({shown}).{name} is {getattr(net, name, 'missing')!r}: keep the constructor's {name} as an attribute "
+                              "(the training loop and the measurements read it).")
+    return net
+
+
+def dead_parameters(net: torch.nn.Module) -> list[str]:
+    """Names of the trainable parameters that the last backward pass left without a (non-zero) gradient."""
+    return [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+
+
+def size_near(net: torch.nn.Module, reference: torch.nn.Module, what: str, advice: str) -> None:
+    """The parameter count within 8x of the statement's network: wide enough for other sound designs, not for a toy."""
+    n, ref = sum(p.numel() for p in net.parameters()), sum(p.numel() for p in reference.parameters())
+    if not ref / 8 <= n <= ref * 8:
+        raise CheckFailed(f"{what} has {n:,} parameters, far from the statement's network (about {ref:,}): {advice}")

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import CheckFailed, call, call_explained, carries_gradient, check, describe, expect_tensor, passed, stage
-from .fakes import discs
+from .core import CheckFailed, call_explained, carries_gradient, check, expect_tensor, passed, stage
+from .fakes import build_module, dead_parameters, discs, size_near
 
 STEPS, LR = 120, 2e-3
 
@@ -52,28 +52,12 @@ class _ReferenceDiscriminator(nn.Module):
 
 
 def _module(cls: Callable, what: str, **kwargs) -> nn.Module:
-    net = call(cls, **kwargs)
-    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    if not isinstance(net, nn.Module):
-        raise CheckFailed(f"{what}({shown}) is a {describe(net)}, not a torch.nn.Module: subclass torch.nn.Module and call super().__init__().")
-    if not list(net.parameters()):
-        raise CheckFailed(f"{what}({shown}) has no parameters: build its layers in __init__ as attributes.")
-    for name, value in kwargs.items():
-        if getattr(net, name, None) != value:
-            raise CheckFailed(f"{what}({shown}).{name} is {getattr(net, name, 'missing')!r}: keep the constructor's {name} as an attribute "
-                              "(the notebook's training loop and printouts read it).")
-    return net
-
-
-def _dead(net: nn.Module) -> list[str]:
-    return [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    """The DCGAN classes keep every constructor argument as an attribute."""
+    return build_module(cls, what, tuple(kwargs), **kwargs)
 
 
 def _size_check(net: nn.Module, reference: nn.Module, what: str) -> None:
-    n, ref = sum(p.numel() for p in net.parameters()), sum(p.numel() for p in reference.parameters())
-    if not ref / 8 <= n <= ref * 8:  # wide enough for other sound designs (3 convolutions, spectral norm), not for a toy
-        raise CheckFailed(f"{what} has {n:,} parameters, far from the statement's network (about {ref:,}): check the layer sizes and channel "
-                          "counts against the statement.")
+    size_near(net, reference, what, "check the layer sizes and channel counts against the statement.")
 
 
 def _learns_and_keeps_images_apart(net: nn.Module, out: torch.Tensor, inputs: torch.Tensor, call_text: str, who: str, what: str) -> None:
@@ -81,8 +65,8 @@ def _learns_and_keeps_images_apart(net: nn.Module, out: torch.Tensor, inputs: to
     first three inputs give the same outputs alone as in the whole batch."""
     carries_gradient(out, f"{call_text} does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
     out.pow(2).sum().backward()
-    if _dead(net):
-        raise CheckFailed(f"These parameters of {who} get no gradient: {_dead(net)[:4]}. Every layer you create must be used in forward.")
+    if dead_parameters(net):
+        raise CheckFailed(f"These parameters of {who} get no gradient: {dead_parameters(net)[:4]}. Every layer you create must be used in forward.")
     net.eval()
     with torch.no_grad():
         alone, together = net(inputs[:3]), net(inputs)[:3]

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
-from .core import CheckFailed, call, call_explained, carries_gradient, check, close, describe, expect_tensor, named, passed, stage
-from .fakes import RecordingNet, StepSGD, expect_dict, flat, twin
+from .core import CheckFailed, call_explained, carries_gradient, check, close, describe, expect_tensor, named, passed, stage
+from .fakes import RecordingNet, StepSGD, build_module, dead_parameters, expect_dict, flat, size_near, twin
 
 STEPS, LR, CLASSES = 150, 2e-3, 4
 
@@ -68,29 +68,8 @@ def labelled_discs(n: int, seed: int, num_classes: int = CLASSES) -> tuple[torch
     return inside.float()[:, None], y
 
 
-def _module(cls: Callable, what: str, attributes: tuple[str, ...], **kwargs) -> nn.Module:
-    net = call(cls, **kwargs)
-    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    if not isinstance(net, nn.Module):
-        raise CheckFailed(f"{what}({shown}) is a {describe(net)}, not a torch.nn.Module: subclass torch.nn.Module and call super().__init__().")
-    if not list(net.parameters()):
-        raise CheckFailed(f"{what}({shown}) has no parameters: build its layers in __init__ as attributes.")
-    for name in attributes:
-        if getattr(net, name, None) != kwargs[name]:
-            raise CheckFailed(f"{what}({shown}).{name} is {getattr(net, name, 'missing')!r}: keep the constructor's {name} as an attribute "
-                              "(the training loop and the measurements read it).")
-    return net
-
-
-def _dead(net: nn.Module) -> list[str]:
-    return [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
-
-
 def _size_check(net: nn.Module, reference: nn.Module, what: str) -> None:
-    n, ref = sum(p.numel() for p in net.parameters()), sum(p.numel() for p in reference.parameters())
-    if not ref / 8 <= n <= ref * 8:  # wide enough for other sound designs (an embedding, a convolutional body), not for a toy
-        raise CheckFailed(f"{what} has {n:,} parameters, far from the statement's network (about {ref:,}): check the layer sizes against "
-                          "the statement and the constructor's hidden.")
+    size_near(net, reference, what, "check the layer sizes against the statement and the constructor's hidden.")
 
 
 def _fit_generator(G: nn.Module, z: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> float:
@@ -111,7 +90,7 @@ def check_ConditionalGenerator(cls: Callable) -> None:
     """``ConditionalGenerator(latent_dim, num_classes, hidden)``: ``G(z: (B, latent_dim), y: (B,) int64) -> (B, 1, 28, 28)`` in [0, 1],
     attributes ``latent_dim`` and ``num_classes``."""
     torch.manual_seed(0)
-    G = _module(cls, "ConditionalGenerator", ("latent_dim", "num_classes"), latent_dim=5, num_classes=4, hidden=16)
+    G = build_module(cls, "ConditionalGenerator", ("latent_dim", "num_classes"), latent_dim=5, num_classes=4, hidden=16)
     g = torch.Generator().manual_seed(3)
     z, y = torch.randn(6, 5, generator=g), torch.tensor([0, 1, 2, 3, 1, 2])
     out = call_explained(G, lambda message, err: (f"G(z, y) crashed for z of shape (6, 5) and labels y of shape (6,) from ConditionalGenerator("
@@ -134,13 +113,13 @@ def check_ConditionalGenerator(cls: Callable) -> None:
     if torch.allclose(base, renoised, atol=1e-6):
         raise CheckFailed("G(z, y) does not change when z changes: the noise is ignored, so each label gets one image only. "
                           "Feed z into the network.")
-    _size_check(_module(cls, "ConditionalGenerator", (), latent_dim=64, num_classes=10, hidden=256), _ReferenceGenerator(64, 10, 256),
+    _size_check(build_module(cls, "ConditionalGenerator", (), latent_dim=64, num_classes=10, hidden=256), _ReferenceGenerator(64, 10, 256),
                 "ConditionalGenerator(latent_dim=64, num_classes=10, hidden=256)")
     stage("interface")
     carries_gradient(out, "G(z, y) does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
     (out - 0.5).pow(2).sum().backward()
-    if _dead(G):
-        raise CheckFailed(f"These parameters of the generator get no gradient: {_dead(G)[:4]}. Every layer you create must be used in forward.")
+    if dead_parameters(G):
+        raise CheckFailed(f"These parameters of the generator get no gradient: {dead_parameters(G)[:4]}. Every layer you create must be used in forward.")
     G.eval()
     with torch.no_grad():
         alone, together = G(z[:3], y[:3]), G(z, y)[:3]
@@ -153,7 +132,7 @@ def check_ConditionalGenerator(cls: Callable) -> None:
     torch.manual_seed(0)
     want = _fit_generator(_ReferenceGenerator(8, CLASSES, 32), z_fit, y_fit, x_fit)
     torch.manual_seed(0)
-    got = _fit_generator(_module(cls, "ConditionalGenerator", (), latent_dim=8, num_classes=CLASSES, hidden=32), z_fit, y_fit, x_fit)
+    got = _fit_generator(build_module(cls, "ConditionalGenerator", (), latent_dim=8, num_classes=CLASSES, hidden=32), z_fit, y_fit, x_fit)
     start = (0.5 - x_fit).pow(2).flatten(1).sum(1).mean().item()
     if not got <= max(1.5 * want, want + 5):
         raise CheckFailed(f"Fitted to 64 fixed images from 16 fixed codes, each with every one of {CLASSES} labels (the label says where the "
@@ -187,7 +166,7 @@ def _pairs(D: nn.Module, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
 def check_ConditionalDiscriminator(cls: Callable) -> None:
     """``ConditionalDiscriminator(num_classes, hidden)``: ``D(x: (B, 1, 28, 28) in [0, 1], y: (B,) int64) -> logits (B,)``, attribute ``num_classes``."""
     torch.manual_seed(0)
-    D = _module(cls, "ConditionalDiscriminator", ("num_classes",), num_classes=4, hidden=16)
+    D = build_module(cls, "ConditionalDiscriminator", ("num_classes",), num_classes=4, hidden=16)
     x, y = labelled_discs(6, 9)
     out = call_explained(D, lambda message, err: (f"D(x, y) crashed for x of shape (6, 1, 28, 28) and labels y of shape (6,) from "
                                                   f"ConditionalDiscriminator(num_classes=4, hidden=16): {err}. Are the layers sized with the "
@@ -205,13 +184,13 @@ def check_ConditionalDiscriminator(cls: Callable) -> None:
     if torch.allclose(base, relabelled, atol=1e-6):
         raise CheckFailed("D(x, y) does not change when y changes: the label is ignored, so the discriminator cannot catch a good image of "
                           "the wrong digit. Bring the label into the score.")
-    _size_check(_module(cls, "ConditionalDiscriminator", (), num_classes=10, hidden=256), _ReferenceDiscriminator(10, 256),
+    _size_check(build_module(cls, "ConditionalDiscriminator", (), num_classes=10, hidden=256), _ReferenceDiscriminator(10, 256),
                 "ConditionalDiscriminator(num_classes=10, hidden=256)")
     stage("interface")
     carries_gradient(out, "D(x, y) does not track gradients (a .detach(), torch.no_grad() or .item() inside forward?): nothing could train.")
     out.pow(2).sum().backward()
-    if _dead(D):
-        raise CheckFailed(f"These parameters of the discriminator get no gradient: {_dead(D)[:4]}. Every layer you create must be used in forward.")
+    if dead_parameters(D):
+        raise CheckFailed(f"These parameters of the discriminator get no gradient: {dead_parameters(D)[:4]}. Every layer you create must be used in forward.")
     D.eval()
     with torch.no_grad():
         alone, together = D(x[:3], y[:3]), D(x, y)[:3]
@@ -223,7 +202,7 @@ def check_ConditionalDiscriminator(cls: Callable) -> None:
     torch.manual_seed(0)
     want = _pairs(_ReferenceDiscriminator(CLASSES, 32), x_fit, y_fit, x_test, y_test)
     torch.manual_seed(0)
-    got = _pairs(_module(cls, "ConditionalDiscriminator", (), num_classes=CLASSES, hidden=32), x_fit, y_fit, x_test, y_test)
+    got = _pairs(build_module(cls, "ConditionalDiscriminator", (), num_classes=CLASSES, hidden=32), x_fit, y_fit, x_test, y_test)
     if got < min(want, 0.95) - 0.1:
         raise CheckFailed(f"Trained for {STEPS // 2} Adam steps to tell matching (image, label) pairs from mismatched ones (the label says "
                           f"where the disc is), your discriminator is right on {got:.0%} of new pairs (ignoring the label scores 50%); the "

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from .. import flow
-from .core import CheckFailed, call, call_explained, carries_gradient, check, close, describe, expect_tensor, named, passed, ratio_hint
+from .core import CheckFailed, call, call_explained, check, close, describe, expect_tensor, named, passed, ratio_hint
 
 _CONVENTION = "(this course: t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1)"
 
