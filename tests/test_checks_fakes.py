@@ -1,11 +1,12 @@
 """The step checks' stand-ins (labsupport/checks/fakes.py): the reporting optimizer, the recording network and its
-twin, the step-watching skeleton shared by check_gan_step and check_wgan_gp_step, and the result-dict test."""
+twin, the step-watching skeleton shared by check_gan_step and check_wgan_gp_step, the result-dict test, and notebook 02's
+tiny autoencoder."""
 
 import pytest
 import torch
 
 from labsupport.checks import CheckFailed
-from labsupport.checks.fakes import RecordingNet, StepSGD, expect_dict, flat, grads, ref_grad, twin, watch_step
+from labsupport.checks.fakes import RecordingNet, StepSGD, TinyAE, expect_dict, flat, grads, ref_grad, twin, watch_step
 
 
 def test_step_sgd_reports_each_step_and_steps_like_sgd():
@@ -67,3 +68,12 @@ def test_expect_dict_names_what_is_missing():
         expect_dict((1, 2), ("a", "b"), "step", " (call 1)")
     with pytest.raises(CheckFailed, match=r"lacks the key\(s\) \['b'\]: return \{'a': \.\.\., 'b': \.\.\.\} \(got keys \['a'\]\)"):
         expect_dict({"a": 1}, ("a", "b"), "step", "")
+
+
+def test_tiny_autoencoder_is_seeded_and_decodes_its_codes_to_images():
+    x = torch.rand(3, 1, 28, 28)
+    ae = TinyAE(0)
+    z = ae.encode(x)
+    assert z.shape == (3, 4) and torch.equal(ae(x), ae.decode(z)) and ae(x).shape == (3, 1, 28, 28)
+    assert 0 <= ae(x).min() and ae(x).max() <= 1
+    assert torch.equal(flat(TinyAE(0).parameters()), flat(ae.parameters())) and not torch.equal(flat(TinyAE(1).parameters()), flat(ae.parameters()))

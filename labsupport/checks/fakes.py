@@ -1,6 +1,7 @@
 """Stand-ins the step checks hand to student code, written once: a plain SGD optimizer that reports its steps,
-a tiny network that records its inputs, its non-recording twin with given weights, and the skeleton that
-runs a student's training step while watching both optimizers and the generator's gradients."""
+a tiny network that records its inputs, its non-recording twin with given weights, the skeleton that
+runs a student's training step while watching both optimizers and the generator's gradients, and a tiny
+autoencoder for notebook 02's step checks."""
 
 from __future__ import annotations
 
@@ -136,6 +137,28 @@ def expect_dict(out: Any, keys: tuple[str, ...], name: str, when: str) -> None:
     if missing:
         shown = ", ".join(f"'{k}': ..." for k in keys)
         raise CheckFailed(f"The dict {name} returns lacks the key(s) {missing}: return {{{shown}}} (got keys {sorted(out)}){when}.")
+
+
+class TinyAE(torch.nn.Module):
+    """A small linear-sigmoid autoencoder 784 -> 4 -> 784 with weights ``0.05 * N(0, 1)`` drawn from ``seed``: the
+    model that notebook 02's step checks (``ae_train_step``, ``denoising_step``) hand to the student's step."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.enc, self.dec = torch.nn.Linear(784, 4), torch.nn.Linear(4, 784)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x.flatten(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.dec(z)).view(-1, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
 
 
 def discs(n: int, seed: int) -> torch.Tensor:

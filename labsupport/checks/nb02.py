@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from .core import CheckFailed, call, carries_gradient, check, close, describe, expect_tensor, named, passed, ratio_hint
-from .fakes import StepSGD, flat, grads, ref_grad
+from .fakes import StepSGD, TinyAE, flat, grads, ref_grad
 
 
 def _ae_images(n: int, seed: int) -> torch.Tensor:
@@ -102,32 +102,11 @@ def _nonlinear(ae: torch.nn.Module) -> None:
                           "(the notebook compares the two): put a non-linearity such as nn.ReLU() after each hidden layer.")
 
 
-class _TinyAE(torch.nn.Module):
-    """A small linear-sigmoid autoencoder for check_ae_train_step."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.enc, self.dec = torch.nn.Linear(784, 4), torch.nn.Linear(4, 784)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc(x.flatten(1))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.dec(z)).view(-1, 1, 28, 28)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
 @check
 def check_ae_train_step(fn: Callable) -> None:
     """``ae_train_step(model, optimizer, inputs, targets) -> float``: one optimizer step on the mean over the batch of the squared
     error summed over pixels between ``targets`` and ``model(inputs)``; returns that loss (before the step)."""
-    model = _TinyAE(0)
+    model = TinyAE(0)
     opt = StepSGD(model.parameters(), lr=0.01)
     clean = _ae_images(5, 2)
     noisy = (clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)

@@ -14,34 +14,18 @@ from typing import Callable
 import torch
 
 from .core import CheckFailed, Unchanged, call, check, close, describe, named, passed, ratio_hint, stage
-from .fakes import StepSGD, discs, flat, grads, ref_grad
+from .fakes import StepSGD, TinyAE, discs, flat, grads, ref_grad
 
 
-class _TinyAE(torch.nn.Module):
-    """A small linear-sigmoid autoencoder with weights drawn from ``seed``."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.enc, self.dec = torch.nn.Linear(784, 4), torch.nn.Linear(4, 784)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.dec(self.enc(x.flatten(1)))).view(-1, 1, 28, 28)
-
-
-def _twin(params: torch.Tensor) -> _TinyAE:
+def _twin(params: torch.Tensor) -> TinyAE:
     """A private, unwatched copy of the tiny autoencoder with the flat weights ``params``."""
-    twin = _TinyAE(0)
+    twin = TinyAE(0)
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(params.float(), twin.parameters())
     return twin
 
 
-
-class _WatchedAE(_TinyAE):
+class _WatchedAE(TinyAE):
     """The tiny autoencoder, noting every input it is called on and the gradient that reaches each of its outputs."""
 
     def __init__(self, seed: int) -> None:
