@@ -47,7 +47,8 @@ from .verdicts import Verdict
 PACKAGE = Path(__file__).resolve().parent
 SELF = str(Path(__file__).resolve())
 KEY_BYTES = 32
-REFERENCE_MODULES = ("losses", "train", "metrics", "diffusion", "debias")  # the course's own answers: calling them is not the student's work
+# the course's own answers: calling them is not the student's work (train's loops live in train and its train_* modules)
+REFERENCE_MODULES = ("losses", "train", "train_core", "train_gan", "train_diffusion", "metrics", "diffusion", "debias")
 NOT_ANSWERS = ("labsupport.diffusion.Schedule.",)  # a schedule's numbers (beta, alpha_bar, ...) are the exercises' inputs, not answers
 MAX_VERDICT_BYTES = 200_000
 

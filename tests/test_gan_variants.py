@@ -122,3 +122,28 @@ def test_cgan_checkpoint_contract():
     assert x.shape == (3, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
     entry = pretrained.manifest()["cgan"]
     assert entry["metrics"]["label_accuracy"] >= 0.95 and entry["bytes"] < 3e6
+
+
+def test_train_cyclegan_trains_the_generators_with_the_given_step():
+    """step= replaces the generators' half (notebook 05's cyclegan_g_step); the discriminators still take their own step."""
+    from labsupport import losses, models
+    torch.manual_seed(0)
+    nets = [models.CycleGenerator(1, 3, width=2), models.CycleGenerator(3, 1, width=2), models.PatchDiscriminator(1, width=2),
+            models.PatchDiscriminator(3, width=2)]
+    calls = []
+
+    def g_step(G_AB, G_BA, D_A, D_B, opt_g, a, b, lam_cyc, lam_id):
+        calls.append((tuple(a.shape), tuple(b.shape), lam_cyc, lam_id))
+        adv = losses.least_squares(D_B(G_AB(a)), 1.0) + losses.least_squares(D_A(G_BA(b)), 1.0)
+        cyc = losses.cycle_l1(G_AB, G_BA, a, b)
+        opt_g.zero_grad()
+        (adv + lam_cyc * cyc).backward()
+        opt_g.step()
+        return {"loss_g": adv + lam_cyc * cyc, "adv": adv, "cycle": cyc, "identity": 0.0}
+
+    d_before = [p.detach().clone() for p in nets[2].parameters()]
+    hist = train.train_cyclegan(*nets, torch.rand(8, 1, 8, 8), torch.rand(8, 3, 8, 8), steps=3, batch_size=2, device="cpu", step=g_step,
+                                lam_cycle=4.0, lam_id=0.0)
+    assert calls == [((2, 1, 8, 8), (2, 3, 8, 8), 4.0, 0.0)] * 3
+    assert len(hist["cycle"]) == 3 and all(math.isfinite(v) for v in hist["d_loss"])
+    assert not all(torch.equal(a, p) for a, p in zip(d_before, nets[2].parameters())), "the discriminators still train"
