@@ -113,6 +113,12 @@ def resampling_weights(mu: torch.Tensor, bins: int = 10, smoothing: float = 1e-3
 
 
 WeightsFn = Callable[[torch.Tensor], torch.Tensor]
+LossFn = Callable[..., torch.Tensor]  # (model, x (B, 1, 28, 28), y (B,), vae_weight) -> scalar, like joint_loss's first result
+
+
+def reference_loss(model: DebiasingVAE, x: torch.Tensor, y: torch.Tensor, vae_weight: float = 1.0) -> torch.Tensor:
+    """:func:`joint_loss` without its statistics: the loss the training uses unless it is given another (notebook 06's exercise)."""
+    return joint_loss(model, x, y, vae_weight)[0]
 
 
 def train_debiasing(
@@ -127,18 +133,21 @@ def train_debiasing(
     vae_weight: float = 1.0,
     seed: int = 0,
     device: torch.device | str | None = None,
+    loss_fn: LossFn | None = None,
 ) -> dict[str, list]:
     """Train ``model`` on (x (N, 1, 28, 28), y (N,)) for ``epochs`` passes of N examples each.
 
     ``weights_fn(mu (N, D)) -> (N,)`` probabilities: before each epoch the codes of all N training digits are
     recomputed and the epoch's N examples are drawn with replacement with those probabilities (DB-VAE);
-    ``None`` is the baseline, a plain shuffle. Returns ``{"loss": per step, "weights": per epoch (N,) or None,
+    ``None`` is the baseline, a plain shuffle. ``loss_fn(model, x, y, vae_weight) -> scalar`` is the loss of each step
+    (default :func:`reference_loss`; notebook 06 passes the student's). Returns ``{"loss": per step, "weights": per epoch (N,) or None,
     "drawn": per epoch (N,) indices}``."""
     device = resolve_device(device, model)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     history: dict[str, list] = {"loss": [], "weights": [], "drawn": []}
+    loss_fn = loss_fn or reference_loss
     for _ in range(epochs):
         if weights_fn is None:
             p, drawn = None, torch.randperm(len(x), generator=g)
@@ -149,7 +158,7 @@ def train_debiasing(
         history["drawn"].append(drawn)
         for i in range(0, len(x), batch_size):
             b = drawn[i : i + batch_size]
-            loss, _ = joint_loss(model, x[b].to(device), y[b].to(device), vae_weight)  # its noise: torch's global generator
+            loss = loss_fn(model, x[b].to(device), y[b].to(device), vae_weight)  # its noise: torch's global generator
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -187,9 +196,11 @@ def run(
     epochs: int = 3,
     latent_dim: int = 8,
     device: torch.device | str | None = None,
+    loss_fn: LossFn | None = None,
 ) -> dict:
     """One training on the biased set drawn with ``seed`` (the seed also draws the initial network and the batches):
     the baseline when ``weights_fn`` is None, else debiased with it. x: (N, 1, 28, 28), y: (N,) clean digits.
+    ``loss_fn``: the training loss (:func:`train_debiasing`; default the reference).
 
     Returns the accuracies of :func:`group_accuracy` and ``method``, ``seed``, ``rare_seen`` (the rare group's share of
     the examples drawn in the last epoch), ``rare_train``, ``model``, ``history``, ``rare_group`` (the (N,) mask, for
@@ -197,7 +208,7 @@ def run(
     xb, yb, rare = biased_mnist(x, y, share, seed=seed)
     torch.manual_seed(seed)  # the same initial network for both methods
     model = DebiasingVAE(latent_dim)
-    hist = train_debiasing(model, xb, yb, weights_fn=weights_fn, epochs=epochs, seed=seed, device=device)
+    hist = train_debiasing(model, xb, yb, weights_fn=weights_fn, epochs=epochs, seed=seed, device=device, loss_fn=loss_fn)
     acc = group_accuracy(model, x_test, y_test, share)
     return {"seed": seed, "method": "baseline" if weights_fn is None else "debiased", **acc,
             "rare_seen": rare[hist["drawn"][-1]].double().mean().item(), "rare_train": rare.double().mean().item(),

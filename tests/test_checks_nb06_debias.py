@@ -140,3 +140,117 @@ def test_the_reference_in_labsupport_agrees_with_the_checks():
 
     mu = _case()
     assert torch.allclose(debias.resampling_weights(mu, 6, 0.01, 0.5), _weights(mu, 6, 0.01, 0.5))
+
+
+# --- check_db_vae_loss ---------------------------------------------------------------------------------------------------
+
+import torch.nn.functional as F  # noqa: E402
+
+
+def _terms(model, x, y, std=lambda logvar: (0.5 * logvar).exp(), sample=True, sigmoid_first=False):
+    logits, mu, logvar = model(x)
+    z = mu + torch.randn_like(mu) * std(logvar) if sample else mu
+    out = model.decode(z)
+    out = torch.sigmoid(out) if sigmoid_first else out
+    rec = F.binary_cross_entropy_with_logits(out, x.flatten(1), reduction="none").sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return logits, rec, kl
+
+
+def loss_reference(model, x, y, vae_weight=1.0):
+    return debias.reference_loss(model, x, y, vae_weight)
+
+
+def loss_per_pixel_means(model, x, y, vae_weight=1.0):  # the reconstruction as a mean over all pixels, the KL per pixel
+    logits, mu, logvar = model(x)
+    std = torch.exp(logvar / 2)
+    z = torch.distributions.Normal(mu, std).rsample()
+    rec = F.binary_cross_entropy_with_logits(model.decoder(z).view_as(x), x, reduction="mean")
+    kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1)) / 784
+    return F.cross_entropy(logits, y) + vae_weight * (rec + kl)
+
+
+def loss_explicit_bernoulli(model, x, y, vae_weight=1.0):  # log-probabilities written out, log_softmax + nll
+    logits, mu, logvar = model(x)
+    eps = torch.randn(mu.shape)
+    z = mu + eps * logvar.mul(0.5).exp()
+    pixel_logits = model.decode(z)
+    log_p = x.flatten(1) * F.logsigmoid(pixel_logits) + (1 - x.flatten(1)) * F.logsigmoid(-pixel_logits)
+    neg_elbo = -log_p.sum(1) + 0.5 * (mu * mu + logvar.exp() - 1 - logvar).sum(1)
+    ce = F.nll_loss(F.log_softmax(logits, dim=1), y)
+    return ce + vae_weight * (neg_elbo / x[0].numel()).mean()
+
+
+def loss_per_image_then_mean(model, x, y, vae_weight=1.0):  # one total per image, then the batch mean
+    logits, rec, kl = _terms(model, x, y)
+    per_image = F.cross_entropy(logits, y, reduction="none") + vae_weight * (rec + kl) / 784
+    return per_image.mean()
+
+
+@pytest.mark.parametrize("fn", [loss_reference, loss_per_pixel_means, loss_explicit_bernoulli, loss_per_image_then_mean])
+def test_db_vae_loss_accepts_correct_versions(fn, capsys):
+    checks.check_db_vae_loss(fn)
+    assert "\u2713 db_vae_loss" in capsys.readouterr().out
+
+
+def _mistake(ce=lambda logits, y: F.cross_entropy(logits, y), combine=lambda ce, rec, kl, w: ce + w * ((rec + kl) / 784).mean(), **kw):
+    def fn(model, x, y, vae_weight=1.0):
+        logits, rec, kl = _terms(model, x, y, **kw)
+        return combine(ce(logits, y), rec, kl, vae_weight)
+    return fn
+
+
+MISTAKES = {
+    "kl sign": (_mistake(combine=lambda ce, rec, kl, w: ce + w * ((rec - kl) / 784).mean()), "wrong sign"),
+    "kl without 1/2": (_mistake(combine=lambda ce, rec, kl, w: ce + w * ((rec + 2 * kl) / 784).mean()), "1/2 is missing"),
+    "no kl": (_mistake(combine=lambda ce, rec, kl, w: ce + w * (rec / 784).mean()), "KL term is missing"),
+    "decoder outputs squashed twice": (_mistake(sigmoid_first=True), "squashed twice"),
+    "softmax before cross_entropy": (_mistake(ce=lambda logits, y: F.cross_entropy(logits.softmax(1), y)), "softmax before"),
+    "nll_loss on logits": (_mistake(ce=lambda logits, y: F.nll_loss(logits, y)), "nll_loss expects log-probabilities"),
+    "vae term summed over the batch": (_mistake(combine=lambda ce, rec, kl, w: ce + w * ((rec + kl) / 784).sum()), "summed over the batch while"),
+    "everything summed over the batch": (_mistake(ce=lambda logits, y: F.cross_entropy(logits, y, reduction="sum"),
+                                                  combine=lambda ce, rec, kl, w: ce + w * ((rec + kl) / 784).sum()), "loss is summed over the batch"),
+    "per image, not per pixel": (_mistake(combine=lambda ce, rec, kl, w: ce + w * (rec + kl).mean()), "not per pixel"),
+    "kl per image": (_mistake(combine=lambda ce, rec, kl, w: ce + w * (rec / 784 + kl).mean()), "KL is per image"),
+    "vae_weight ignored": (_mistake(combine=lambda ce, rec, kl, w: ce + ((rec + kl) / 784).mean()), "vae_weight is ignored"),
+    "vae_weight on the cross-entropy": (_mistake(combine=lambda ce, rec, kl, w: w * ce + ((rec + kl) / 784).mean()), "multiplies the cross-entropy"),
+    "no cross-entropy": (_mistake(combine=lambda ce, rec, kl, w: w * ((rec + kl) / 784).mean()), "cross-entropy is missing"),
+    "no vae term": (_mistake(combine=lambda ce, rec, kl, w: ce), "Only the cross-entropy"),
+    "no sample": (_mistake(sample=False), "z = mu, with no noise"),
+    "std = exp(logvar)": (_mistake(std=lambda logvar: logvar.exp()), "wrong scale"),
+    "item": (lambda model, x, y, vae_weight=1.0: torch.tensor(loss_reference(model, x, y, vae_weight).item()), "no gradient"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_db_vae_loss_names_each_mistake(name):
+    fn, message = MISTAKES[name]
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_db_vae_loss(fn)
+
+
+def test_db_vae_loss_detached_code_and_in_place():
+    def detached(model, x, y, vae_weight=1.0):
+        logits, mu, logvar = model(x)
+        z = (mu + torch.randn_like(mu) * (0.5 * logvar).exp()).detach()
+        rec = F.binary_cross_entropy_with_logits(model.decode(z), x.flatten(1), reduction="none").sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return F.cross_entropy(logits, y) + vae_weight * ((rec + kl) / 784).mean()
+
+    def in_place(model, x, y, vae_weight=1.0):
+        out = loss_reference(model, x, y, vae_weight)
+        x.mul_(0.5)
+        return out
+
+    with pytest.raises(CheckFailed, match="wrong gradient for the model's encoder"):
+        checks.check_db_vae_loss(detached)
+    with pytest.raises(CheckFailed, match="in place"):
+        checks.check_db_vae_loss(in_place)
+
+
+def test_db_vae_loss_keeps_the_callers_random_numbers():
+    torch.manual_seed(5)
+    checks.check_db_vae_loss(loss_reference)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))

@@ -110,3 +110,21 @@ def test_training_uses_the_weights_function_it_is_given(mnist_small):
     hist = debias.train_debiasing(debias.DebiasingVAE(4, 32), x[:300], y[:300], weights_fn=only_the_first, epochs=2)
     assert calls == [(300, 4), (300, 4)]
     assert all((d == 0).all() for d in hist["drawn"])
+
+
+def test_training_uses_the_loss_it_is_given(mnist_small):
+    """Notebook 06 trains with the student's db_vae_loss: train_debiasing must step on the loss it is given, and the
+    default is the reference."""
+    x, y, _, _ = mnist_small
+    seen = []
+
+    def recording(model, xb, yb, vae_weight):
+        seen.append((len(xb), vae_weight))
+        return debias.reference_loss(model, xb, yb, vae_weight)
+
+    torch.manual_seed(0)
+    hist = debias.train_debiasing(debias.DebiasingVAE(4, 32), x[:256], y[:256], epochs=1, batch_size=128, loss_fn=recording, vae_weight=0.5)
+    torch.manual_seed(0)
+    default = debias.train_debiasing(debias.DebiasingVAE(4, 32), x[:256], y[:256], epochs=1, batch_size=128, vae_weight=0.5)
+    assert seen == [(128, 0.5), (128, 0.5)]
+    assert hist["loss"] == default["loss"]

@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09
+from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_log_marginal, check_pca
@@ -25,7 +25,8 @@ from .nb04_model import check_Discriminator, check_Generator
 from .nb05 import check_critic_loss, check_gradient_penalty, check_wgan_gp_step
 from .nb05_model import check_ConditionalDiscriminator, check_ConditionalGenerator, check_cyclegan_g_step
 from .nb06 import check_auroc
-from .nb06_debias import check_resampling_weights
+from .nb06_debias import check_db_vae_loss, check_resampling_weights
+from .nb06_uses import check_impute
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
 from .nb08_sampler import check_ddim_step, check_guided_eps, check_sample
@@ -69,7 +70,9 @@ __all__ = [
     "check_ConditionalDiscriminator",
     "check_cyclegan_g_step",
     "check_auroc",
+    "check_db_vae_loss",
     "check_resampling_weights",
+    "check_impute",
     "check_slerp",
     "check_ddpm_step",
     "check_diffusion_loss",
@@ -81,4 +84,4 @@ __all__ = [
     "check_flow_matching_loss",
     "check_heun_step",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
