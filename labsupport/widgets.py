@@ -11,7 +11,7 @@ one small image, no matplotlib figure, so it stays well under 100 ms on a CPU
   the small ``ipyevents`` widget; without it, only the x/y sliders move the cross).
 * :func:`cgan_explorer`: a conditional generator's digit picker and noise sliders.
 * :func:`denoising_explorer`: a slider along a diffusion model's reverse chain (frames kept by
-  ``labsupport.diffusion.sample(..., keep=...)``).
+  ``labsupport.diffusion.generate(..., keep=...)``, its second value).
 
 Every explorer returns a widget box with two extra attributes: ``.view`` (the ``Image`` that shows
 the decoded digit) and ``.sliders`` (the sliders that move it), used by :func:`redraw_latency` and
@@ -428,7 +428,7 @@ def denoising_explorer(frames: dict[int, torch.Tensor], n: int = 8, scale: int =
     The slider runs from the noisiest kept step to t = 0; the view shows the first ``n`` images at that step.
     """
     if not frames or any(not isinstance(v, torch.Tensor) or v.dim() != 4 for v in frames.values()):
-        raise ValueError("frames should be {t: tensor (B, 1, 28, 28)}, as returned by diffusion.sample(..., keep=[...]).")
+        raise ValueError("frames should be {t: tensor (B, 1, 28, 28)}, the second value diffusion.generate(..., keep=[...]) returns.")
     times = sorted(frames, reverse=True)
     view = W.Image(format="png", layout=W.Layout(border="1px solid #999"))
     slider = W.SelectionSlider(options=[(str(t), t) for t in times], value=times[0], description="step t",
