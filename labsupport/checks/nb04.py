@@ -33,6 +33,27 @@ def _gan_scalar(fn: Callable, args: tuple, what: str, grad: bool = True) -> tupl
     return out.detach().double(), grads
 
 
+
+def _wrong_value(name: str, got: torch.Tensor, want: torch.Tensor, mistakes: list, formula: str) -> CheckFailed:
+    """A GAN loss's wrong value: the catalogued mistake it matches, or else the value expected (``formula``)."""
+    found = named(got, mistakes)
+    if found:
+        return CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
+    near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
+    return CheckFailed(f"{name} gave {got.item():.4f}, expected {want.item():.4f} = {formula} "
+                       f"with D = sigmoid(logits).{ratio_hint(got, want)}{near}")
+
+
+def _expect_gradients(grads: list[torch.Tensor | None], wants: list[torch.Tensor]) -> None:
+    """A loss with the right value must also pass the right gradient to each of its logits (``wants``, float64)."""
+    if any(g is None for g in grads):
+        raise CheckFailed("The loss does not depend on the logits through autograd (no gradient reached them): "
+                          "did you use .item(), .detach(), .numpy() or build a new tensor from the values?")
+    if not all(close(g.double(), w, rtol=1e-3, atol=1e-6) for g, w in zip(grads, wants)):
+        raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
+                          "avoid non-differentiable steps (rounding, clamping) inside the loss.")
+
+
 @check
 def check_discriminator_loss(fn: Callable) -> None:
     """``discriminator_loss(real_logits: (B,), fake_logits: (B,)) -> scalar`` = -E[log D(x)] - E[log(1 - D(G(z)))]."""
@@ -71,19 +92,8 @@ def check_discriminator_loss(fn: Callable) -> None:
                  "Average each term over its own batch, then add the two means.",
                  want / 2),
             ]
-            found = named(got, mistakes)
-            if found:
-                raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
-            near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
-            raise CheckFailed(f"{name} gave {got.item():.4f}, expected {want.item():.4f} = -mean(log D(x)) - mean(log(1 - D(G(z)))) "
-                              f"with D = sigmoid(logits).{ratio_hint(got, want)}{near}")
-        if grads[0] is None or grads[1] is None:
-            raise CheckFailed("The loss does not depend on the logits through autograd (no gradient reached them): "
-                              "did you use .item(), .detach(), .numpy() or build a new tensor from the values?")
-        want_r, want_f = (torch.sigmoid(real) - 1) / B, torch.sigmoid(fake) / B
-        if not (close(grads[0].double(), want_r, rtol=1e-3, atol=1e-6) and close(grads[1].double(), want_f, rtol=1e-3, atol=1e-6)):
-            raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
-                              "avoid non-differentiable steps (rounding, clamping) inside the loss.")
+            raise _wrong_value(name, got, want, mistakes, "-mean(log D(x)) - mean(log(1 - D(G(z))))")
+        _expect_gradients(grads, [(torch.sigmoid(real) - 1) / B, torch.sigmoid(fake) / B])
     # D confidently wrong (and right): large logits must not give inf or lose the loss.
     real, fake = torch.tensor([-200.0, 30.0, 5.0]), torch.tensor([200.0, -30.0, 0.0])
     want = losses.gan_d_loss(real.double(), fake.double())
@@ -132,18 +142,8 @@ def check_generator_loss(fn: Callable) -> None:
                 ("You summed over the batch instead of averaging: the loss is a batch MEAN.",
                  want * B),
             ]
-            found = named(got, mistakes)
-            if found:
-                raise CheckFailed(found + f"\n  (got {got.item():.4f}, expected {want.item():.4f})")
-            near = " Nearly right: an epsilon or clamp inside a log changes the value; compute it from the logits instead." if close(got, want, rtol=2e-2) else ""
-            raise CheckFailed(f"{name} gave {got.item():.4f}, expected {want.item():.4f} = -mean(log D(G(z))) "
-                              f"with D = sigmoid(logits).{ratio_hint(got, want)}{near}")
-        if grads[0] is None:
-            raise CheckFailed("The loss does not depend on the logits through autograd (no gradient reached them): "
-                              "did you use .item(), .detach(), .numpy() or build a new tensor from the values?")
-        if not close(grads[0].double(), (torch.sigmoid(fake) - 1) / B, rtol=1e-3, atol=1e-6):
-            raise CheckFailed("The value is right but the gradient with respect to the logits is not: "
-                              "avoid non-differentiable steps (rounding, clamping) inside the loss.")
+            raise _wrong_value(name, got, want, mistakes, "-mean(log D(G(z)))")
+        _expect_gradients(grads, [(torch.sigmoid(fake) - 1) / B])
     fake = torch.tensor([-200.0, -30.0, 0.0, 30.0])
     want = losses.gan_g_loss(fake.double())
     out = call(fn, fake.clone())

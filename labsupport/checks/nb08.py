@@ -170,6 +170,37 @@ def _ddpm_reference(eps, xt, t: int, s, noise, var: str = "tilde", at: int | Non
     return mean + (math.sqrt(v) if std_of == "sqrt" else v) * noise
 
 
+# notebook 08's reverse step: each mistake of the catalogue, and the one ingredient of _ddpm_reference it changes
+_DDPM_MISTAKES: list[tuple[str, dict]] = [
+    ("The mean divides by sqrt(alpha_bar_t); one reverse step undoes ONE forward step, so it divides by sqrt(alpha_t) "
+     "(alpha_bar belongs only in the noise coefficient beta_t / sqrt(1 - alpha_bar_t)).",
+     dict(mean_denominator="alpha_bar")),
+    ("The noise coefficient uses alpha_t where alpha_bar_t belongs: eps is the noise of the whole path from x_0, so the "
+     "coefficient is beta_t / sqrt(1 - alpha_bar_t).",
+     dict(coef="alpha")),
+    ("Missing square root in the noise coefficient: it is beta_t / sqrt(1 - alpha_bar_t).",
+     dict(coef="nosqrt")),
+    ("Missing square root: the mean divides by sqrt(alpha_t), not alpha_t.",
+     dict(mean_denominator="nosqrt")),
+    ("The sign of the noise term is flipped: the step REMOVES the predicted noise, x_t - beta_t / sqrt(1 - alpha_bar_t) * eps.",
+     dict(sign=-1.0)),
+    ("The added noise is scaled by the variance beta_tilde_t; a standard normal must be scaled by the standard deviation "
+     "sqrt(beta_tilde_t).",
+     dict(std_of="variance")),
+    ("You used sigma_t^2 = beta_t. Ho et al. allow it (an upper bound), but this exercise and the course's sampler use the "
+     "posterior's variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (schedule.posterior_variance()).",
+     dict(var="beta")),
+    ("The variance beta_t is used as a standard deviation, and it is not the posterior's variance: scale the noise by "
+     "sqrt(beta_tilde_t).",
+     dict(var="beta", std_of="variance")),
+    ("No noise was added: DDPM's reverse step samples x_{t-1} ~ N(mean, beta_tilde_t I); only the last step (t = 1) is the "
+     "plain mean. (Noise-free steps are DDIM's, with a different mean.)",
+     dict(var="none")),
+]
+_DDPM_OFF_BY_ONE = ("t is off by one: you read the schedule at t - 1. Index 0 of every schedule array means no noise, so step t uses "
+                    "beta[t], alpha[t] and alpha_bar[t].")  # read at t - 1: only for t > 1
+
+
 @check
 def check_ddpm_step(fn: Callable) -> None:
     """``ddpm_step(eps: (B, 1, 28, 28), x_t: (B, 1, 28, 28), t: int in 1..T, schedule, noise: (B, 1, 28, 28)) -> x_{t-1}``
@@ -184,36 +215,8 @@ def check_ddpm_step(fn: Callable) -> None:
         want = diffusion.ddpm_step(eps, xt, t, s, noise=noise)
         if close(out, want, rtol=1e-4, atol=1e-5):
             continue
-        ref = lambda **kw: _ddpm_reference(eps, xt, t, s, noise, **kw)  # noqa: E731
-        mistakes = [
-            ("The mean divides by sqrt(alpha_bar_t); one reverse step undoes ONE forward step, so it divides by sqrt(alpha_t) "
-             "(alpha_bar belongs only in the noise coefficient beta_t / sqrt(1 - alpha_bar_t)).",
-             ref(mean_denominator="alpha_bar")),
-            ("The noise coefficient uses alpha_t where alpha_bar_t belongs: eps is the noise of the whole path from x_0, so the "
-             "coefficient is beta_t / sqrt(1 - alpha_bar_t).",
-             ref(coef="alpha")),
-            ("Missing square root in the noise coefficient: it is beta_t / sqrt(1 - alpha_bar_t).",
-             ref(coef="nosqrt")),
-            ("Missing square root: the mean divides by sqrt(alpha_t), not alpha_t.",
-             ref(mean_denominator="nosqrt")),
-            ("The sign of the noise term is flipped: the step REMOVES the predicted noise, x_t - beta_t / sqrt(1 - alpha_bar_t) * eps.",
-             ref(sign=-1.0)),
-            ("The added noise is scaled by the variance beta_tilde_t; a standard normal must be scaled by the standard deviation "
-             "sqrt(beta_tilde_t).",
-             ref(std_of="variance")),
-            ("You used sigma_t^2 = beta_t. Ho et al. allow it (an upper bound), but this exercise and the course's sampler use the "
-             "posterior's variance beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (schedule.posterior_variance()).",
-             ref(var="beta")),
-            ("The variance beta_t is used as a standard deviation, and it is not the posterior's variance: scale the noise by "
-             "sqrt(beta_tilde_t).",
-             ref(var="beta", std_of="variance")),
-            ("No noise was added: DDPM's reverse step samples x_{t-1} ~ N(mean, beta_tilde_t I); only the last step (t = 1) is the "
-             "plain mean. (Noise-free steps are DDIM's, with a different mean.)",
-             ref(var="none")),
-            ("t is off by one: you read the schedule at t - 1. Index 0 of every schedule array means no noise, so step t uses "
-             "beta[t], alpha[t] and alpha_bar[t].",
-             ref(at=t - 1) if t > 1 else None),
-        ]
+        mistakes = [(message, _ddpm_reference(eps, xt, t, s, noise, **change)) for message, change in _DDPM_MISTAKES]
+        mistakes.append((_DDPM_OFF_BY_ONE, _ddpm_reference(eps, xt, t, s, noise, at=t - 1) if t > 1 else None))
         found = named(out, mistakes)
         if found:
             raise CheckFailed(found + f"\n  (seen at t = {t})")
