@@ -166,3 +166,105 @@ def _gauss(x, m, c):
 def test_each_log_marginal_mistake_is_named(fn, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_log_marginal(fn)
+
+
+# --- sample_classes: ancestral sampling of the Gaussian class model ----------------------------------------------------
+
+
+def sample_cholesky(n, means, covs, priors):
+    y = torch.multinomial(priors, n, replacement=True)
+    L = torch.linalg.cholesky(covs)
+    eps = torch.randn(n, means.shape[1])
+    return means[y] + (L[y] @ eps[:, :, None]).squeeze(-1), y
+
+
+def sample_distributions(n, means, covs, priors):
+    """Every class's Gaussian sampled for every point, then the drawn class's column kept."""
+    y = torch.distributions.Categorical(probs=priors).sample((n,))
+    every = torch.distributions.MultivariateNormal(means, covs).sample((n,))  # (n, K, D)
+    return every[torch.arange(n), y], y
+
+
+def sample_per_class(n, means, covs, priors):
+    """One MultivariateNormal per class, filled into the rows of that class."""
+    y = torch.multinomial(priors, n, replacement=True)
+    x = torch.empty(n, means.shape[1])
+    for c in range(len(priors)):
+        rows = y == c
+        x[rows] = torch.distributions.MultivariateNormal(means[c], covs[c]).sample((int(rows.sum()),))
+    return x, y
+
+
+def sample_rows_einsum(n, means, covs, priors):
+    """Noise as rows times the transposed factor, written with einsum, classes from inverse-CDF sampling."""
+    y = torch.searchsorted(priors.cumsum(0), torch.rand(n)).clamp(max=len(priors) - 1)
+    return means[y] + torch.einsum("nd,ned->ne", torch.randn(n, means.shape[1]), torch.linalg.cholesky(covs)[y]), y
+
+
+@pytest.mark.parametrize("fn", [sample_cholesky, sample_distributions, sample_per_class, sample_rows_einsum])
+def test_every_correct_sample_classes_passes(fn, capsys):
+    checks.check_sample_classes(fn)
+    assert "\u2713 sample_classes" in capsys.readouterr().out
+
+
+def _with_factor(factor):
+    """A sampler right but for the matrix that shapes the noise: factor(covs) -> (K, D, D), applied to column noise."""
+    def sampler(n, means, covs, priors):
+        y = torch.multinomial(priors, n, replacement=True)
+        return means[y] + (factor(covs)[y] @ torch.randn(n, means.shape[1], 1)).squeeze(-1), y
+    return sampler
+
+
+def _seeded(n, means, covs, priors):
+    torch.manual_seed(0)
+    return sample_cholesky(n, means, covs, priors)
+
+
+def _unmatched(n, means, covs, priors):
+    x, _ = sample_cholesky(n, means, covs, priors)
+    return x, torch.multinomial(priors, n, replacement=True)
+
+
+def _in_place(n, means, covs, priors):
+    priors /= priors.max()  # multinomial normalises, so the samples stay right: only the write is wrong
+    return sample_cholesky(n, means, covs, priors)
+
+
+def _uncentred(n, means, covs, priors):
+    x, y = sample_cholesky(n, means, covs, priors)
+    return x - means[y], y
+
+
+def _one_class(n, means, covs, priors):
+    y = torch.multinomial(priors, 1).expand(n)
+    return torch.distributions.MultivariateNormal(means[y], covs[y]).sample(), y
+
+
+def _fixed_classes(n, means, covs, priors):
+    x, y = sample_cholesky(n, means, covs, priors)
+    return x, y if len(priors) == 3 else y + 3
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda n, m, c, p: sample_cholesky(n, m, c, torch.ones_like(p) / len(p)), "uniform"),
+    (_with_factor(lambda c: c), "Sigma\\^2"),
+    (_with_factor(lambda c: torch.linalg.cholesky(c).transpose(1, 2)), "transposed"),
+    (lambda n, m, c, p: (lambda y: (m[y] + torch.randn(n, m.shape[1]), y))(torch.multinomial(p, n, replacement=True)), "identity covariance"),
+    (_with_factor(lambda c: torch.diag_embed(torch.diagonal(c, dim1=1, dim2=2).sqrt())), "no correlation"),
+    (_uncentred, "centred at 0"),
+    (_one_class, "Every sample is from class"),
+    (lambda n, m, c, p: (lambda x, y: (x[:, None], y))(*sample_cholesky(n, m, c, p)), "one row per sample"),
+    (lambda n, m, c, p: (lambda x, y: (x.T, y))(*sample_cholesky(n, m, c, p)), "one row per sample"),
+    (lambda n, m, c, p: (lambda x, y: (x, y[:, None]))(*sample_cholesky(n, m, c, p)), "y should have shape"),
+    (lambda n, m, c, p: (lambda x, y: (x, y.float()))(*sample_cholesky(n, m, c, p)), "class indices"),
+    (lambda n, m, c, p: (lambda x, y: (y, x))(*sample_cholesky(n, m, c, p)), "return \\(x, y\\)"),
+    (lambda n, m, c, p: sample_cholesky(n, m, c, p)[0], "two tensors"),
+    (_seeded, "exactly the same samples"),
+    (_unmatched, "not drawn from the class you return"),
+    (_in_place, "in place"),
+    (_fixed_classes, "number of classes fixed"),
+    (lambda n, m, c, p: (_ for _ in ()).throw(NotImplementedError("Exercise 3")), "not written yet"),
+])
+def test_each_sample_classes_mistake_is_named(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_sample_classes(fn)

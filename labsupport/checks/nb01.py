@@ -159,3 +159,102 @@ def check_log_marginal(fn: Callable) -> None:
          torch.logsumexp(precision_gauss + log_prior, 1)),
     ], rtol=1e-4, atol=1e-3) or f"Wrong values: got {[round(v, 2) for v in got[:4].tolist()]}..., expected {[round(v, 2) for v in want[:4].tolist()]}... "
                                 f"(log p(x) for the first points; D = {d}).")
+
+
+def _sampling_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three 2D classes with unequal priors and full covariances whose mistakes all look different: each Cholesky factor
+    is far from symmetric (so L L^T and L^T L differ) and no covariance is near its own square (so Sigma used as the
+    factor shows). Returns ``means: (3, 2), covs: (3, 2, 2), priors: (3,), factors: (3, 2, 2)``, float32."""
+    means = torch.tensor([[-3.0, 1.0], [2.0, 2.5], [1.0, -2.5]])
+    factors = torch.tensor([[[1.5, 0.0], [1.2, 0.4]], [[0.5, 0.0], [-0.6, 0.8]], [[1.0, 0.0], [0.9, 1.3]]])
+    return means, factors @ factors.transpose(1, 2), torch.tensor([0.55, 0.3, 0.15]), factors
+
+
+def _class_covariances(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """The sample covariance of each class's points, float64: ``(n, D), (n,) -> (k, D, D)``."""
+    return torch.stack([torch.cov(x[y == c].T.double()) for c in range(k)])
+
+
+@check
+def check_sample_classes(fn: Callable) -> None:
+    """``sample_classes(n, means, covs, priors) -> (x: (n, D), y: (n,) integers)``: ancestral sampling of the Gaussian class
+    model with torch's global random numbers. Judged on statistics of 100 000 draws (frequencies, means, covariances per
+    class), with tolerances of 7 or more standard errors of a right answer, and on every mistake's own statistics."""
+    means, covs, priors, L = _sampling_case()
+    n, (k, d) = 100_000, means.shape
+    kept = Unchanged(means, covs, priors)
+    torch.manual_seed(0)  # the wrapper forks torch's generator: the caller's random numbers stay as they were
+    out = call(fn, n, means, covs, priors)
+    kept.verify("sample_classes changed means, covs or priors in place: leave the model's parameters as they are.")
+    x, y = _sample_pair(out, n, d, f"sample_classes({n}, means, covs, priors)")
+    if not ((y >= 0) & (y < k)).all():
+        raise CheckFailed(f"y holds values outside 0 ... {k - 1}: it should be the index of each sample's class.")
+    torch.manual_seed(1)
+    again = call(fn, n, means, covs, priors)
+    if isinstance(again, (tuple, list)) and len(again) == 2 and isinstance(again[0], torch.Tensor) and torch.equal(again[0], x):
+        raise CheckFailed("Two calls gave exactly the same samples: is a seed (torch.manual_seed, a Generator) set inside the function? "
+                          "Draw from torch's global random numbers, so that every call gives new points.")
+    freq = torch.bincount(y, minlength=k).double() / n
+    top = int(freq.argmax())
+    if freq[top] > 0.999:
+        raise CheckFailed(f"Every sample is from class {top}: draw a class for *each* of the n samples (n draws from p(y)), "
+                          "not one class for all of them.")
+    if not close(freq, priors, rtol=0, atol=0.02):  # one standard error: under 0.002
+        raise CheckFailed(named(freq, [
+            (f"The classes come out uniform ({[round(v, 2) for v in freq.tolist()]}): y ~ p(y) means class c is drawn with "
+             f"probability pi_c = {[round(v, 2) for v in priors.tolist()]}, the prior you are given.", torch.full((k,), 1 / k)),
+        ], rtol=0, atol=0.02) or f"The class frequencies are {[round(v, 3) for v in freq.tolist()]}, but the priors are "
+                                 f"{[round(v, 3) for v in priors.tolist()]}: class c must be drawn with probability pi_c.")
+    got_means = torch.stack([x[y == c].double().mean(0) for c in range(k)])
+    if not close(got_means, means, rtol=0, atol=0.1):  # one standard error: under 0.013
+        raise CheckFailed(named(got_means, [
+            ("The points of every class are centred at 0: add the class mean mu_y to the noise.", torch.zeros(k, d)),
+            ("The points are not drawn from the class you return in y: every class's points have the same mean (the "
+             "mixture's). Draw x of sample i from the Gaussian of *its* class y_i.", (priors[:, None] * means).sum(0).expand(k, d)),
+        ], rtol=0, atol=0.1) or f"The points of class c do not have mean mu_c: got {[[round(v, 2) for v in m] for m in got_means.tolist()]}, "
+                                f"expected {means.tolist()}.")
+    got_covs = _class_covariances(x, y, k)
+    if not close(got_covs, covs, rtol=0.1, atol=0.05):  # one standard error: under 0.03
+        raise CheckFailed(named(got_covs, [
+            ("Each class's points have covariance Sigma^2: you multiplied the noise by Sigma itself. A matrix A turns "
+             "N(0, I) noise into covariance A A^T, so use a factor L with L L^T = Sigma (Cholesky).", covs @ covs),
+            ("The covariance is L^T L instead of L L^T = Sigma: the factor is transposed. With the noise as rows, eps: (n, D), "
+             "a row eps_i becomes (L eps_i)^T = eps_i^T L^T.", L.transpose(1, 2) @ L),
+            ("Each class's points have the identity covariance: the noise is not shaped by the class's covariance at all.",
+             torch.eye(d).expand(k, d, d)),
+            ("The points have no correlation between coordinates: you scaled each coordinate by its own standard deviation. "
+             "The covariance's off-diagonal terms need its full factor L (L L^T = Sigma).", torch.diag_embed(torch.diagonal(covs, dim1=1, dim2=2))),
+        ], rtol=0.1, atol=0.05) or "The points of each class do not have covariance Sigma_c: transform N(0, I) noise by a "
+                                   "factor L_c with L_c L_c^T = Sigma_c.")
+    _other_sizes(fn)
+    passed("sample_classes", f"class frequencies, means and covariances of {n:,} samples")
+
+
+def _sample_pair(out: object, n: int, d: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out`` must be ``(x: (n, d) float, y: (n,) integers)``; returns them detached, or names what is wrong."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise CheckFailed(f"sample_classes should return two tensors, (x, y); it returned {describe(out)}.")
+    x, y = out
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and not x.is_floating_point() and y.is_floating_point():
+        raise CheckFailed("The first thing returned holds integers and the second floats: return (x, y), the points first.")
+    if isinstance(x, torch.Tensor) and x.numel() == n * d and tuple(x.shape) != (n, d):
+        raise CheckFailed(f"x should have shape (n, D) = {(n, d)}, got {tuple(x.shape)}: one row per sample "
+                          "(a matrix product of (D, D) by (D, 1) columns leaves a dimension to squeeze, or the rows and columns are swapped).")
+    x = expect_tensor(x, (n, d), f"x of {what}").detach()
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise CheckFailed(f"y should be a tensor of class indices (integers, e.g. torch.long), got {describe(y)}.")
+    if tuple(y.shape) != (n,):
+        raise CheckFailed(f"y should have shape (n,) = {(n,)}, got {tuple(y.shape)}.")
+    return x, y.detach().long()
+
+
+def _other_sizes(fn: Callable) -> None:
+    """Another n, dimension and number of classes: nothing may be fixed to the notebook's sizes."""
+    g = torch.Generator().manual_seed(2)
+    k, d, n = 4, 3, 7
+    factors = torch.randn(k, d, d, generator=g).tril()
+    covs = factors @ factors.transpose(1, 2) + 0.5 * torch.eye(d)
+    x, y = _sample_pair(call(fn, n, torch.randn(k, d, generator=g), covs, torch.full((k,), 1 / k)), n, d,
+                        f"sample_classes({n}, means, covs, priors) with {k} classes in {d} dimensions")
+    if not ((y >= 0) & (y < k)).all():
+        raise CheckFailed(f"With {k} classes, y holds values outside 0 ... {k - 1}: is the number of classes fixed somewhere?")
