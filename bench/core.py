@@ -1,6 +1,6 @@
 """The bench's core: the suite registry, the record every metric becomes, and the table it prints.
 
-Suites (``bench.suites``) and the grading timer (``bench.grading``) import this; the command line
+Suites (``bench.suites_*``, one module per family) and the grading timer (``bench.grading``) import this; the command line
 (``bench.run``) imports them all. Nothing here imports a suite, so there is no cycle.
 """
 
