@@ -51,6 +51,7 @@ STAGE_POINTS = {
     "kl_divergence": {"shape": 0.25, "values": 0.5},   # (B,) right; then the closed form's values; then its gradients
     "negative_elbo": {"shape": 0.25, "value": 0.5},    # a scalar; then its value; then gradients reaching every input
     "denoising_step": {"noise": 0.5, "step": 1.0},      # the model's input is x + fresh clipped noise; then one right step; then it denoises
+    "VelocityMLP": {"interface": 0.5, "gradients": 1.0},  # shapes, x and t both used, size; every weight learns, output unsquashed; then it learns a flow
 }
 
 

@@ -261,3 +261,89 @@ def test_checks_leave_the_callers_random_state_alone(check, fn):
         pass
     got = (torch.rand(3), random.random(), numpy.random.rand())
     assert torch.equal(got[0], want[0]) and got[1:] == want[1:]
+
+
+# --- guided_velocity ---------------------------------------------------------------------------------
+
+def guided_batched(v_model, x, t, y, w, num_classes=10):
+    if w == 0:
+        return v_model(x, t, y)
+    v_cond, v_uncond = v_model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, num_classes)])).chunk(2)
+    return (1 + w) * v_cond - w * v_uncond
+
+
+def guided_two_calls(v_model, x, t, y, w, num_classes=10):
+    v_cond = v_model(x, t, y)
+    if not w:
+        return v_cond
+    v_uncond = v_model(x, t, y.new_full(y.shape, num_classes))
+    return v_cond + w * (v_cond - v_uncond)
+
+
+def guided_repeat(v_model, x, t, y, w, num_classes=10):
+    if w == 0.0:
+        return v_model(x, t, y)
+    B = x.shape[0]
+    null = torch.ones_like(y) * num_classes
+    out = v_model(x.repeat(2, *[1] * (x.dim() - 1)), t.repeat(2), torch.stack([y, null]).flatten())
+    return torch.lerp(out[B:], out[:B], 1 + w)
+
+
+@pytest.mark.parametrize("fn", [guided_batched, guided_two_calls, guided_repeat])
+def test_guided_velocity_accepts_correct_answers(fn, capsys):
+    checks.check_guided_velocity(fn)
+    assert "\u2713 guided_velocity" in capsys.readouterr().out
+
+
+def _guided(combine="right", null="k", at="same", always_both=False, twice=False):
+    """The two-call answer with one switch per known mistake."""
+
+    def fn(v_model, x, t, y, w, num_classes=10):
+        cond = v_model(x, t, y)
+        if twice:
+            v_model(x, t, y)
+        if w == 0 and not always_both:
+            return cond
+        label = {"k": num_classes, "zero": 0, "last": num_classes - 1, "ten": 10}
+        if null == "none":
+            xs, ts = x, t
+            uncond = v_model(x, t)
+        else:
+            xs = {"same": x, "x": x.flip(0), "t": x}[at]
+            ts = {"same": t, "x": t, "t": torch.zeros_like(t)}[at]
+            uncond = v_model(xs, ts, y if null == "y" else torch.full_like(y, label.get(null, num_classes)))
+        return {"right": (1 + w) * cond - w * uncond, "s": w * cond + (1 - w) * uncond, "swap": (1 + w) * uncond - w * cond,
+                "reverse": cond + w * (uncond - cond), "plus": (1 + w) * cond + w * uncond, "cond_only_w": (1 + w) * cond - uncond,
+                "no_extra": cond - w * uncond, "plain": cond, "uncond": uncond}[combine]
+    return fn
+
+
+def guided_interleaved(v_model, x, t, y, w, num_classes=10):
+    if w == 0:
+        return v_model(x, t, y)
+    out = v_model(x.repeat_interleave(2, 0), t.repeat_interleave(2), torch.cat([y, torch.full_like(y, num_classes)]))
+    return (1 + w) * out[: len(x)] - w * out[len(x):]
+
+
+@pytest.mark.parametrize("fn, fragment", [
+    (_guided(combine="s"), "the convention where w = 1 means no guidance"),
+    (_guided(combine="swap"), "The two velocities are swapped"),
+    (_guided(combine="reverse"), "moves AWAY from the label"),
+    (_guided(combine="plus"), "it is subtracted"),
+    (_guided(combine="cond_only_w"), "w multiplies only the conditional velocity"),
+    (_guided(combine="no_extra"), "missing its extra w"),
+    (_guided(combine="plain"), "w is ignored"),
+    (_guided(null="y"), "w is ignored, or the 'unconditional' evaluation got the labels y"),
+    (_guided(combine="uncond"), "the unconditional velocity alone"),
+    (_guided(null="zero"), "used label 0, a real digit"),
+    (_guided(null="last"), "the last real class"),
+    (_guided(null="ten"), "not a fixed 10"),
+    (_guided(null="none"), "asked with y = None"),
+    (_guided(at="t"), "evaluated at other times t than the ones given"),
+    (_guided(at="x"), "evaluated at other points x than the ones given"),
+    (guided_interleaved, "stack x, t and the labels the same way"),
+    (_guided(always_both=True), "With w = 0 the network saw 10 rows for a batch of 5"),
+    (_guided(twice=True), "Compute each once"),
+])
+def test_guided_velocity_names_each_mistake(fn, fragment):
+    _fails(checks.check_guided_velocity, fn, fragment)

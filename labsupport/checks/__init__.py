@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09
+from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_log_marginal, check_pca, check_sample_classes
@@ -30,7 +30,8 @@ from .nb06_uses import check_impute
 from .nb07 import check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
 from .nb08_sampler import check_ddim_step, check_guided_eps, check_sample
-from .nb09 import check_euler_sample, check_flow_matching_loss, check_heun_step
+from .nb09 import check_euler_sample, check_flow_matching_loss, check_guided_velocity, check_heun_step
+from .nb09_model import check_VelocityMLP
 
 __all__ = [
     "PASSED",
@@ -84,5 +85,7 @@ __all__ = [
     "check_euler_sample",
     "check_flow_matching_loss",
     "check_heun_step",
+    "check_VelocityMLP",
+    "check_guided_velocity",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model)  # every module of the package (the grader watches them all)

@@ -1,4 +1,4 @@
-"""Notebook 09, flow matching: flow_matching_loss, euler_sample, heun_step.
+"""Notebook 09, flow matching: flow_matching_loss, euler_sample, heun_step, guided_velocity.
 
 The convention checked is :mod:`labsupport.flow`'s: t = 0 noise, t = 1 data, ``x_t = (1 - t) x0 + t x1``, target ``x1 - x0``,
 sampling forward from t = 0 to 1 over ``t_k = k / steps``. Mistakes that belong to the other convention (t = 0 data) are named.
@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from .. import flow
-from .core import CheckFailed, call, call_explained, check, close, describe, expect_tensor, named, passed, ratio_hint
+from .core import CheckFailed, Unchanged, call, call_explained, check, close, describe, expect_tensor, named, passed, ratio_hint
 
 _CONVENTION = "(this course: t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1)"
 
@@ -262,3 +262,109 @@ def check_heun_step(fn: Callable) -> None:
         raise CheckFailed(f"{name} at t = {t}, dt = {dt} is wrong: expected x + dt / 2 * (v(x, t) + v(x_pred, t + dt)) with the "
                           f"predictor x_pred = x + dt * v(x, t).{ratio_hint(out - x, want - x)}")
     passed("heun_step", "predictor, corrector at t + dt, averaged")
+
+
+class _LabelledVelocity(torch.nn.Module):
+    """A stand-in ``v(x, t, y)`` whose answer depends on the point, the time and the label (``None`` differs from every label),
+    recording each call's inputs; it has a parameter, so it sits on a device like a real network."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.shape != (len(x),):
+            raise CheckFailed(f"The network was called with t = {describe(t)} for x of {describe(x)}: it takes one time per row, a (B,) "
+                              "float tensor, the t you were given (repeated as often as x is).")
+        self.calls.append((x.detach().clone(), t.detach().clone(), None if y is None else y.detach().clone()))
+        code = torch.full((len(x),), -0.5) if y is None else (y.float() + 1) / (self.num_classes + 1)
+        col = lambda v: v.view(-1, *[1] * (x.dim() - 1))  # noqa: E731
+        return 0.4 * x + col(0.7 * t + code) + self.anchor
+
+
+def _evaluated_apart(calls: list, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, num_classes: int) -> str | None:
+    """Which of the two evaluations was not taken at the given (x, t), row for row, read from the recorded calls."""
+    xs, ts = torch.cat([c[0] for c in calls]), torch.cat([c[1] for c in calls])
+    ys = torch.cat([c[2] if c[2] is not None else torch.full((len(c[0]),), -1) for c in calls])
+    for rows, which in ((ys == num_classes, "unconditional ('no label')"), ((ys >= 0) & (ys < num_classes), "conditional")):
+        if int(rows.sum()) != len(x):
+            continue
+        same_x, same_t = torch.allclose(xs[rows], x), torch.allclose(ts[rows], t)
+        if which == "conditional" and not torch.equal(ys[rows], y):
+            return ("The conditional rows did not get the labels y in order: row i of the conditional batch is x[i] at t[i] with "
+                    "label y[i]; stack the copies so that they line up (whole batches one after the other).")
+        if not (same_x and same_t):
+            what = "points x" if not same_x and same_t else "times t" if same_x else "points and times"
+            return (f"The {which} velocity was evaluated at other {what} than the ones given: both velocities are taken at the SAME "
+                    "(x, t), row for row, and only the label differs. When you stack two copies of the batch, stack x, t and the labels "
+                    "the same way (whole batches one after the other).")
+    return None
+
+
+def _guided_case(fn: Callable, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: float, num_classes: int) -> None:
+    name = f"guided_velocity(v_model, x, t, y, w={w:g}, num_classes={num_classes})"
+    B = len(x)
+    model = _LabelledVelocity(num_classes)
+    kept = Unchanged(x, t, y)
+    with torch.no_grad():
+        out = call(fn, model, x, t, y, w, num_classes)
+    kept.verify("guided_velocity changed x, t or y in place: build new tensors (e.g. the 'no label' batch) instead.")
+    got = expect_tensor(out, tuple(x.shape), name).detach()
+    rows = sum(len(c[0]) for c in model.calls)
+    v = _LabelledVelocity(num_classes)
+    with torch.no_grad():
+        label = lambda k: torch.full_like(y, k)  # noqa: E731
+        cond, uncond = v(x, t, y), v(x, t, label(num_classes))
+        want = (1 + w) * cond - w * uncond
+        if close(got, want, rtol=1e-5, atol=1e-5):
+            if w == 0 and rows != B:
+                raise CheckFailed(f"With w = 0 the network saw {rows} rows for a batch of {B}: w = 0 is the plain conditional velocity, "
+                                  "one evaluation. Evaluating the unconditional one too doubles the cost of every sample for nothing "
+                                  "(flow.nfe counts w = 0 as one evaluation per step).")
+            if w != 0 and rows != 2 * B:
+                raise CheckFailed(f"The network saw {rows} rows for a batch of {B}: guidance costs exactly two evaluations per sample, "
+                                  "the conditional and the unconditional velocity. Compute each once and reuse it.")
+            return
+        other = lambda k: (1 + w) * cond - w * v(x, t, label(k))  # noqa: E731
+        found = named(got, [
+            (f"With w = {w:g} that is w v_cond + (1 - w) v_uncond: the convention where w = 1 means no guidance. This course's w is the "
+             "extra weight: (1 + w) v_cond - w v_uncond, so w = 0 is the plain conditional velocity.", w * cond + (1 - w) * uncond),
+            ("The two velocities are swapped: guidance moves *towards* the conditional one, (1 + w) v_cond - w v_uncond.",
+             (1 + w) * uncond - w * cond),
+            ("The difference points the wrong way: v_cond + w (v_uncond - v_cond) moves AWAY from the label. Guidance adds "
+             "w (v_cond - v_uncond).", cond + w * (uncond - cond)),
+            ("You added w times the unconditional velocity; it is subtracted: (1 + w) v_cond - w v_uncond.", (1 + w) * cond + w * uncond),
+            ("w multiplies only the conditional velocity: the unconditional one is subtracted w times, (1 + w) v_cond - w v_uncond.",
+             (1 + w) * cond - uncond),
+            ("The conditional velocity is missing its extra w: (1 + w) v_cond - w v_uncond.", cond - w * uncond),
+            ("That is the plain conditional velocity: w is ignored, or the 'unconditional' evaluation got the labels y too.", cond),
+            ("That is the unconditional velocity alone: the labels y never steer it.", uncond),
+            ("The 'no label' velocity used label 0, a real digit. 'No label' is the extra label num_classes that the network was "
+             "trained with when the label was dropped.", other(0)),
+            (f"The 'no label' velocity used label num_classes - 1 = {num_classes - 1}, the last real class. 'No label' is the extra "
+             f"label num_classes = {num_classes} itself.", other(num_classes - 1)),
+            (f"The 'no label' velocity used label 10; here num_classes = {num_classes}: use the argument num_classes, not a fixed 10.",
+             other(10) if num_classes != 10 else None),
+            ("The unconditional velocity was asked with y = None. This network learned 'no label' as the label num_classes (training "
+             "dropped labels to it): pass a batch of that label.", lambda: (1 + w) * cond - w * v(x, t, None)),
+        ], rtol=1e-5, atol=1e-5)
+    found = found or _evaluated_apart(model.calls, x, t, y, num_classes)
+    seen = sorted({int(k) for c in model.calls if c[2] is not None for k in c[2]})
+    raise CheckFailed(found or (f"{name} is off: expected (1 + w) v(x, t, y) - w v(x, t, no label), 'no label' being the label "
+                                f"num_classes. The labels the network saw were {seen}.{ratio_hint(got, want)}"))
+
+
+@check
+def check_guided_velocity(fn: Callable) -> None:
+    """``guided_velocity(v_model, x: (B, ...), t: (B,), y: (B,), w, num_classes=10) -> (1 + w) v(x, t, y) - w v(x, t, no label)``,
+    the label ``num_classes`` meaning "no label"; w = 0 is the plain conditional velocity, from one evaluation."""
+    g = torch.Generator().manual_seed(4)
+    images, t_img = torch.randn(5, 1, 6, 6, generator=g), torch.rand(5, generator=g)
+    labels = torch.tensor([0, 3, 9, 3, 1])
+    _guided_case(fn, images, t_img, labels, 2.0, 10)
+    points, t_pts = torch.randn(6, 2, generator=g), torch.rand(6, generator=g)
+    _guided_case(fn, points, t_pts, torch.tensor([0, 1, 2, 3, 2, 1]), 0.5, 4)
+    _guided_case(fn, images, t_img, labels, 0.0, 10)
+    passed("guided_velocity", "w's convention, the 'no label' batch, the same (x, t) for both, two evaluations (one at w = 0)")
