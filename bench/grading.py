@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from bench.core import ROOT, machine, table
 from labsupport import config, grading
@@ -45,21 +46,41 @@ def _settings() -> grading.Settings:
     return grading.Settings(threads=config.num_threads(default=1))  # the grader's defaults: grading mode, its time and memory limits
 
 
+def _solution_names(prefixes: list[str] | None = None) -> list[str]:
+    """The solution notebooks' names, sorted; only those starting with one of ``prefixes`` when given."""
+    names = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+    return [n for n in names if any(n.startswith(x) for x in prefixes)] if prefixes else names
+
+
+def _each_solution(notebooks: list[str] | None, tmp: Path) -> Iterator[tuple[str, Path]]:
+    """``(name, path)`` of each solution (all of them when ``notebooks`` is empty), copied alone into a folder of ``tmp``."""
+    for name in notebooks or _solution_names():
+        one = tmp / name
+        one.mkdir()
+        shutil.copy(ROOT / "solutions" / f"{name}.ipynb", one / f"{name}.ipynb")
+        yield name, one / f"{name}.ipynb"
+
+
+def _grade_alone(path: Path, out: Path, settings: grading.Settings) -> tuple[dict, float]:
+    """Grade one notebook (``--jobs 1``): its row and the wall seconds the grading took."""
+    start = time.perf_counter()
+    [row] = grading.grade([path], out, settings, jobs=1, progress=False, similar=False)
+    return row, time.perf_counter() - start
+
+
+def _full_marks(row: dict) -> bool:
+    return row["total"] == row["max"] and row["status"] == "ok"
+
+
 def per_notebook(notebooks: list[str] | None = None) -> list[dict]:
     """Grade one solution of each notebook alone (``--jobs 1``, 2 threads): seconds per submission, full marks expected."""
-    names = notebooks or sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
     s = grading.Settings(threads=config.num_threads(default=config.cores()))
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            one = Path(tmp) / name
-            one.mkdir()
-            shutil.copy(ROOT / "solutions" / f"{name}.ipynb", one / f"{name}.ipynb")
-            load, start = os.getloadavg()[0], time.perf_counter()
-            [row] = grading.grade([one / f"{name}.ipynb"], Path(tmp) / f"out-{name}", s, jobs=1, progress=False, similar=False)
-            wall = time.perf_counter() - start
-            full = row["total"] == row["max"] and row["status"] == "ok"
-            records.append(_record(f"grade one solution of {name} (grading mode)", wall, "s", full and wall <= TARGET_ONE, wall,
+        for name, path in _each_solution(notebooks, Path(tmp)):
+            load = os.getloadavg()[0]
+            row, wall = _grade_alone(path, Path(tmp) / f"out-{name}", s)
+            records.append(_record(f"grade one solution of {name} (grading mode)", wall, "s", _full_marks(row) and wall <= TARGET_ONE, wall,
                                    f"{row['total']:g}/{row['max']:g} points, status {row['status']}, load {load:.1f}", f"<= {TARGET_ONE:g} s"))
     return records
 
@@ -72,22 +93,17 @@ def sandbox_cost(notebooks: list[str] | None = None, repeats: int = 2) -> list[d
     from labsupport.grading import sandbox
 
     kind = sandbox.resolve("auto")
-    names = notebooks or sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            one = Path(tmp) / name
-            one.mkdir()
-            shutil.copy(ROOT / "solutions" / f"{name}.ipynb", one / f"{name}.ipynb")
+        for name, path in _each_solution(notebooks, Path(tmp)):
             times: dict[str, list[float]] = {kind: [], "none": []}
             ok, load = True, os.getloadavg()[0]
             for k in range(repeats):
                 for mode in (kind, "none") if k % 2 == 0 else ("none", kind):
                     s = grading.Settings(threads=config.num_threads(default=config.cores()), sandbox=mode)
-                    start = time.perf_counter()
-                    [row] = grading.grade([one / f"{name}.ipynb"], Path(tmp) / f"out-{name}-{mode}-{k}", s, jobs=1, progress=False, similar=False)
-                    times[mode].append(time.perf_counter() - start)
-                    ok = ok and row["total"] == row["max"] and row["status"] == "ok"
+                    row, wall = _grade_alone(path, Path(tmp) / f"out-{name}-{mode}-{k}", s)
+                    times[mode].append(wall)
+                    ok = ok and _full_marks(row)
             boxed, bare = statistics.median(times[kind]), statistics.median(times["none"])
             note = (f"{kind}: {', '.join(f'{t:.1f}' for t in times[kind])} s; none: {', '.join(f'{t:.1f}' for t in times['none'])} s; "
                     f"full marks both ways: {ok}; load {load:.1f} before, {os.getloadavg()[0]:.1f} after")
@@ -111,9 +127,7 @@ def measure(notebook: str = "00_start_here", class_size: int = 30, jobs: int = 2
             one = tmp / kind
             one.mkdir()
             shutil.copy(ROOT / folder / f"{notebook}.ipynb", one / f"{kind}.ipynb")
-            start = time.perf_counter()
-            [row] = grading.grade([one / f"{kind}.ipynb"], tmp / f"out-{kind}", s, jobs=1, progress=False, similar=False)
-            wall = time.perf_counter() - start
+            row, wall = _grade_alone(one / f"{kind}.ipynb", tmp / f"out-{kind}", s)
             ok = row["total"] == (row["max"] if kind == "solution" else 0)
             records.append(_record(f"grade one {kind} notebook ({notebook}, grading mode)", wall, "s", ok, wall,
                                    f"{row['total']:g}/{row['max']:g} points, status {row['status']}"))
@@ -149,12 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     notebook = args.notebook
     if args.sandbox_cost:
-        names = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
-        records += sandbox_cost([n for n in names if not args.notebooks or any(n.startswith(x) for x in args.notebooks)], args.repeats)
+        records += sandbox_cost(_solution_names(args.notebooks), args.repeats)
     if args.per_notebook:
-        names = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
-        if args.notebooks:
-            names = [n for n in names if any(n.startswith(x) for x in args.notebooks)]
+        names = _solution_names(args.notebooks)
         records += per_notebook(names)
         if notebook == "heaviest":
             notebook = max(zip(records, names), key=lambda rn: rn[0]["value"])[1]
