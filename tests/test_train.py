@@ -95,3 +95,19 @@ def test_train_reexports_every_trainer_of_its_modules():
             assert getattr(train, name) is getattr(module, name), name
     assert all(hasattr(train, name) for name in train.__all__)
     assert train.gan_d_loss is __import__("labsupport.losses").losses.gan_d_loss  # an alias students may write
+
+
+@pytest.mark.parametrize("borrow, name", [
+    (lambda: train.batch_sampler(torch.zeros(4, 2)), "labsupport.train_gan.batch_sampler"),
+    (lambda: train.cosine_decay(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), steps=2), "labsupport.train_core.cosine_decay"),
+])
+def test_the_graders_watch_names_a_trainer_of_trains_modules(borrow, name):
+    """The loops moved out of train.py stay the course's own answers to the grader: a student's code calling one is named."""
+    from labsupport import checking, checks
+
+    def student():
+        borrow()
+
+    watch = checking.Watch(checks)
+    watch.guard(student)()
+    assert name in watch.reference, watch.reference
