@@ -27,7 +27,7 @@ from .nb05_model import check_ConditionalDiscriminator, check_ConditionalGenerat
 from .nb06 import check_auroc
 from .nb06_debias import check_db_vae_loss, check_resampling_weights
 from .nb06_uses import check_impute
-from .nb07 import check_slerp
+from .nb07 import check_attribute_direction, check_nearest_neighbours, check_slerp
 from .nb08 import check_ddpm_step, check_diffusion_loss, check_q_sample
 from .nb08_sampler import check_ddim_step, check_guided_eps, check_sample
 from .nb09 import check_euler_sample, check_flow_matching_loss, check_guided_velocity, check_heun_step
@@ -76,6 +76,8 @@ __all__ = [
     "check_resampling_weights",
     "check_impute",
     "check_slerp",
+    "check_attribute_direction",
+    "check_nearest_neighbours",
     "check_ddpm_step",
     "check_diffusion_loss",
     "check_q_sample",
