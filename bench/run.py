@@ -23,6 +23,7 @@ from bench import suites_gan  # noqa: F401
 from bench import suites_diffusion  # noqa: F401
 from bench import suites_flow  # noqa: F401
 from bench import suites_uses  # noqa: F401
+from bench import suites_latent_flow  # noqa: F401
 from bench.core import HERE, RETIRED, ROOT, SUITES, Bench, machine, table
 from labsupport.config import setup
 
