@@ -40,10 +40,6 @@ class _NbvalExports:
     """Registered on the plugin manager (not as a conftest hook), so that it also sees the nbval items in solutions/."""
 
     @staticmethod
-    def pytest_collection_modifyitems(config, items):
-        items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)  # stable: order kept otherwise
-
-    @staticmethod
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(item):
         """After an nbval cell that defines an exercise, save the exercise's function from nbval's kernel (as the grader does)."""
@@ -68,6 +64,50 @@ class _NbvalExports:
             msg_id = kernel.execute_cell_input(grading.EXPORT % (names, str(folder)), allow_stdin=False)
             kernel.await_reply(msg_id, timeout=120)
             kernel.await_idle(msg_id, timeout=120)
+
+
+# Units of work under ``pytest -n 2`` (pytest-xdist, ``make test``): each unit runs whole, in order, in one worker. nbval's
+# runs of the solutions and the tests that read what they left form one unit; the tests that share the graded student twins
+# (``course_grades``) another; every other file is a unit of its own (its module and session fixtures are built once).
+# The controller sees node ids only, so the units are named by node id here, and every worker checks the two lists
+# against the markers and fixtures it sees (below). (``--dist loadgroup`` with ``xdist_group`` marks would say the same,
+# but pytest-xdist 3.8 no longer sees those marks on pytest 9.2: pytest-dev/pytest-xdist#1386.)
+NOTEBOOK_READERS = ("solutions/", "tests/test_website.py::", "tests/test_grading.py::test_every_solution_grades_full_marks")
+COURSE_GRADES_USERS = ("tests/test_grading.py::test_solutions_grade_full_marks_end_to_end", "tests/test_grading.py::test_every_student_notebook_grades_zero",
+                       "tests/test_grading.py::test_course_reports", "tests/test_notebooks.py::test_student_notebook_stops_at_first_exercise")
+
+
+def unit(nodeid: str) -> str:
+    """The unit of work a test belongs to (see above)."""
+    if nodeid.startswith(NOTEBOOK_READERS):
+        return "notebooks"
+    if nodeid.startswith(COURSE_GRADES_USERS):
+        return "course_grades"
+    return nodeid.split("::")[0]
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit(nodeid)
+
+    return ByUnit(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """nbval's cells first (the unit of work that takes longest starts first), the tests that read what they left last."""
+    def reads_notebooks(item) -> bool:
+        return type(item).__name__ == "IPyNbCell" or item.get_closest_marker("after_notebooks") is not None or "site" in getattr(item, "fixturenames", ())
+
+    items.sort(key=lambda item: (type(item).__name__ != "IPyNbCell", item.get_closest_marker("after_notebooks") is not None))  # stable
+    for item in items:
+        want = "notebooks" if reads_notebooks(item) else "course_grades" if "course_grades" in getattr(item, "fixturenames", ()) else None
+        if want and unit(item.nodeid) != want:
+            raise pytest.UsageError(f"{item.nodeid} belongs with the unit of work {want!r}: name it in tests/conftest.py's "
+                                    f"{'NOTEBOOK_READERS' if want == 'notebooks' else 'COURSE_GRADES_USERS'}")
 
 
 def pytest_configure(config):
