@@ -26,7 +26,7 @@ lab: setup
 	  $$( [ -z "$$DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser )
 
 test: setup
-	LABSUPPORT_FAST=1 LABSUPPORT_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup tests --nbval-lax solutions \
+	LABSUPPORT_FAST=1 LABSUPPORT_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) tests --nbval-lax solutions \
 	  --nbval-cell-timeout=900 --durations=0 --durations-min=1.0
 	$(BIN)/python -m bench --mode fast
 
