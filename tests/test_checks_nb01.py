@@ -268,3 +268,97 @@ def _fixed_classes(n, means, covs, priors):
 def test_each_sample_classes_mistake_is_named(fn, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_sample_classes(fn)
+
+
+# --- fit_class_gaussians: the generative classifier's maximum-likelihood fit -------------------------------------------
+
+
+def fit_loop_cov(x, y, k):
+    priors = torch.bincount(y, minlength=k).float() / len(y)
+    means = torch.stack([x[y == c].mean(0) for c in range(k)])
+    covs = torch.stack([torch.cov(x[y == c].T, correction=0) for c in range(k)])
+    return priors, means, covs
+
+
+def fit_unbiased(x, y, k):
+    """torch.cov's default, dividing by N_c - 1."""
+    rows = [x[y == c] for c in range(k)]
+    return torch.tensor([len(r) / len(x) for r in rows]), torch.stack([r.mean(0) for r in rows]), torch.stack([torch.cov(r.T) for r in rows])
+
+
+def fit_one_hot(x, y, k):
+    """Counts, means and covariances as matrix products with the one-hot labels."""
+    onehot = torch.nn.functional.one_hot(y, k).float()  # (N, k)
+    counts = onehot.sum(0)
+    means = onehot.T @ x / counts[:, None]
+    centred = x[:, None] - means  # (N, k, D): each point against every class mean, kept only for its own class
+    covs = torch.einsum("nk,nkd,nke->kde", onehot, centred, centred) / counts[:, None, None]
+    return counts / len(x), means, covs
+
+
+def fit_numpy(x, y, k):
+    import numpy as np
+
+    xn, yn = x.numpy(), y.numpy()
+    parts = [xn[yn == c] for c in range(k)]
+    return (torch.tensor([len(p) / len(xn) for p in parts]), torch.tensor(np.stack([p.mean(0) for p in parts])),
+            torch.tensor(np.stack([np.cov(p, rowvar=False, bias=True) for p in parts])))
+
+
+@pytest.mark.parametrize("fn", [fit_loop_cov, fit_unbiased, fit_one_hot, fit_numpy])
+def test_every_correct_fit_class_gaussians_passes(fn, capsys):
+    checks.check_fit_class_gaussians(fn)
+    assert "\u2713 fit_class_gaussians" in capsys.readouterr().out
+
+
+def _with(priors=None, means=None, covs=None):
+    """The right fit with one of its three parts replaced: part(x, y, k, right_part) -> wrong part."""
+    def fit(x, y, k):
+        p, m, c = fit_loop_cov(x, y, k)
+        return (priors(x, y, k, p) if priors else p, means(x, y, k, m) if means else m, covs(x, y, k, c) if covs else c)
+    return fit
+
+
+def _pooled(x, y, k, c):
+    m = fit_loop_cov(x, y, k)[1]
+    return (sum((x[y == j] - m[j]).T @ (x[y == j] - m[j]) for j in range(k)) / len(x)).expand(k, -1, -1)
+
+
+def _fixed_three(x, y, k):
+    p, m, c = fit_loop_cov(x, y, 3)
+    return (p, m, c) if k == 3 else (torch.cat([p, torch.zeros(k - 3)]), torch.cat([m, torch.zeros(k - 3, m.shape[1])]), torch.cat([c, torch.eye(c.shape[1]).expand(k - 3, -1, -1)]))
+
+
+def _fixed_n(x, y, k):
+    p, m, c = fit_loop_cov(x, y, k)
+    return torch.bincount(y, minlength=k).float() / 29, m, c  # the first case's number of points
+
+
+def _in_place(x, y, k):
+    out = fit_loop_cov(x, y, k)
+    x += 0.0
+    x[0] += 1.0
+    return out
+
+
+@pytest.mark.parametrize("fn, message", [
+    (_with(priors=lambda x, y, k, p: torch.bincount(y, minlength=k)), "class counts"),
+    (_with(priors=lambda x, y, k, p: torch.full((k,), 1 / k)), "uniform"),
+    (_with(means=lambda x, y, k, m: x.mean(0).expand(k, -1)), "mean of \\*all\\* the points"),
+    (_with(means=lambda x, y, k, m: m.T), "one row per class"),
+    (_with(covs=lambda x, y, k, c: torch.stack([x[y == j].T @ x[y == j] / (y == j).sum() for j in range(k)])), "not centred"),
+    (_with(covs=lambda x, y, k, c: torch.cov(x.T).expand(k, -1, -1)), "all the points together"),
+    (_with(covs=_pooled), "shared covariance"),
+    (_with(covs=lambda x, y, k, c: torch.diag_embed(torch.diagonal(c, dim1=1, dim2=2))), "Only the variances"),
+    (_with(covs=lambda x, y, k, c: c * torch.bincount(y, minlength=k)[:, None, None] / len(x)), "number of \\*all\\* points"),
+    (_with(covs=lambda x, y, k, c: torch.cov(x.T)), "stacked as"),
+    (lambda x, y, k: tuple(reversed(fit_loop_cov(x, y, k))), "another order"),
+    (lambda x, y, k: fit_loop_cov(x, y, k)[:2], "three tensors"),
+    (_fixed_three, "4 classes in D = 3 should have shape"),
+    (_fixed_n, "Right for 3 classes in 2 dimensions"),
+    (_in_place, "in place"),
+    (lambda x, y, k: (_ for _ in ()).throw(NotImplementedError("Exercise 2")), "not written yet"),
+])
+def test_each_fit_class_gaussians_mistake_is_named(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_fit_class_gaussians(fn)

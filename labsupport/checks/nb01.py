@@ -258,3 +258,88 @@ def _other_sizes(fn: Callable) -> None:
                         f"sample_classes({n}, means, covs, priors) with {k} classes in {d} dimensions")
     if not ((y >= 0) & (y < k)).all():
         raise CheckFailed(f"With {k} classes, y holds values outside 0 ... {k - 1}: is the number of classes fixed somewhere?")
+
+
+def _fit_case(seed: int, counts: tuple[int, ...], d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffled points of ``len(counts)`` classes with ``counts`` points each, every class its own mean (far from 0) and
+    correlated spread: ``x: (sum(counts), d)``, ``y`` long."""
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for c, n in enumerate(counts):
+        factor = torch.randn(d, d, generator=g).tril() + torch.eye(d)
+        xs.append(3.0 * torch.randn(d, generator=g) + 2.0 + torch.randn(n, d, generator=g) @ factor.T)
+        ys.append(torch.full((n,), c))
+    order = torch.randperm(sum(counts), generator=g)
+    return torch.cat(xs)[order], torch.cat(ys)[order]
+
+
+def _fit_reference(x: torch.Tensor, y: torch.Tensor, k: int, correction: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maximum-likelihood fit (``correction=0``) or the unbiased covariances (``correction=1``), float64."""
+    x = x.double()
+    priors = torch.stack([(y == c).double().mean() for c in range(k)])
+    means = torch.stack([x[y == c].mean(0) for c in range(k)])
+    covs = torch.stack([torch.cov(x[y == c].T, correction=correction) for c in range(k)])
+    return priors, means, covs
+
+
+@check
+def check_fit_class_gaussians(fn: Callable) -> None:
+    """``fit_class_gaussians(x: (N, D), y: (N,), k) -> (priors: (k,), means: (k, D), covs: (k, D, D))``: the class frequencies,
+    means and covariances (dividing by N_c or by N_c - 1, both accepted)."""
+    counts, d = (14, 9, 6), 2
+    k, n = len(counts), sum(counts)
+    x, y = _fit_case(0, counts, d)
+    kept = Unchanged(x, y)
+    out = call(fn, x, y, k)
+    kept.verify("fit_class_gaussians changed x or y in place: leave the data as it is.")
+    priors, means, covs = _fit_triple(out, k, d, f"fit_class_gaussians(x, y, {k}) for {n} points in D = {d}")
+    want_p, want_m, want_c = _fit_reference(x, y, k)
+    if not close(priors, want_p, atol=1e-4):
+        raise CheckFailed(named(priors, [
+            ("priors are the class counts: divide them by the number of points, so that they sum to 1.", want_p * n),
+            ("priors are uniform, 1/k each: they are the classes' frequencies in the data.", torch.full((k,), 1 / k)),
+        ], atol=1e-4) or f"priors should be the share of the points in each class, {[round(v, 3) for v in want_p.tolist()]}; "
+                         f"got {[round(v, 3) for v in priors.tolist()]}.")
+    if not close(means, want_m, atol=1e-4):
+        raise CheckFailed(named(means, [
+            ("Every class got the mean of *all* the points: average only the points of class c.", x.double().mean(0).expand(k, d)),
+        ], atol=1e-4) or "means[c] should be the average of the points of class c (the rows of x where y == c).")
+    unbiased = _fit_reference(x, y, k, correction=1)[2]
+    if not (close(covs, want_c, atol=1e-4) or close(covs, unbiased, atol=1e-4)):
+        xd = x.double()
+        pooled = sum((xd[y == c] - want_m[c]).T @ (xd[y == c] - want_m[c]) for c in range(k)) / n
+        raise CheckFailed(named(covs, [
+            ("covs are not centred: subtract the class mean from each point before taking the outer products "
+             "(the covariance is E[(x - mu)(x - mu)^T], not E[x x^T]).",
+             torch.stack([xd[y == c].T @ xd[y == c] / (y == c).sum() for c in range(k)])),
+            ("Every class got the covariance of all the points together: take each class's points alone.",
+             torch.cov(xd.T, correction=0).expand(k, d, d)),
+            ("Every class got the covariance of all the points together: take each class's points alone.", torch.cov(xd.T).expand(k, d, d)),
+            ("Every class got the same, shared covariance (the within-class covariance pooled over the classes, as in linear "
+             "discriminant analysis): here each class has its own, from its points alone.", pooled.expand(k, d, d)),
+            ("Only the variances are there (a diagonal matrix): keep the covariances between coordinates too.",
+             torch.diag_embed(torch.diagonal(want_c, dim1=1, dim2=2))),
+            ("Each class's sum of outer products is divided by the number of *all* points: divide by the class's own count N_c.",
+             want_c * torch.tensor(counts, dtype=torch.float64)[:, None, None] / n),
+        ], atol=1e-4) or "covs[c] should be the covariance of the points of class c (divided by N_c, or by N_c - 1).")
+    x2, y2 = _fit_case(1, (5, 8, 4, 7), 3)
+    p2, m2, c2 = _fit_triple(call(fn, x2, y2, 4), 4, 3, "fit_class_gaussians(x, y, 4) for 4 classes in D = 3")
+    r2, r2u = _fit_reference(x2, y2, 4), _fit_reference(x2, y2, 4, correction=1)
+    if not (close(p2, r2[0], atol=1e-4) and close(m2, r2[1], atol=1e-4) and (close(c2, r2[2], atol=1e-4) or close(c2, r2u[2], atol=1e-4))):
+        raise CheckFailed("Right for 3 classes in 2 dimensions, wrong for 4 classes in 3: is a size fixed somewhere?")
+    passed("fit_class_gaussians", "class frequencies, means, covariances")
+
+
+def _fit_triple(out: object, k: int, d: int, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``out`` must be ``(priors: (k,), means: (k, d), covs: (k, d, d))``; returns them in float64, or names what is wrong."""
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise CheckFailed(f"fit_class_gaussians should return three tensors, (priors, means, covs); it returned {describe(out)}.")
+    shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else None for v in out]
+    if sorted(map(str, shapes)) == sorted(map(str, [(k,), (k, d), (k, d, d)])) and shapes != [(k,), (k, d), (k, d, d)]:
+        raise CheckFailed(f"The shapes are right but in another order, {shapes}: return (priors, means, covs).")
+    if isinstance(out[1], torch.Tensor) and tuple(out[1].shape) == (d, k) and d != k:
+        raise CheckFailed(f"means has shape (D, k) = {(d, k)}: one row per class is wanted, (k, D) = {(k, d)}.")
+    if isinstance(out[2], torch.Tensor) and out[2].dim() == 2:
+        raise CheckFailed(f"covs has shape {tuple(out[2].shape)}: one (D, D) covariance per class is wanted, stacked as (k, D, D) = {(k, d, d)}.")
+    names = ("priors", "means", "covs")
+    return tuple(expect_tensor(v, s, f"{name} of {what}").detach().double() for v, s, name in zip(out, [(k,), (k, d), (k, d, d)], names))
