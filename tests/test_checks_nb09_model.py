@@ -15,7 +15,7 @@ from labsupport import checks
 from labsupport.checks import CheckFailed
 
 
-def velocity_class(no_time=False, no_point=False, bare_t=False, column_t=False, no_y=False, tanh_out=False, relu_out=False, tiny=False,
+def velocity_class(no_time=False, no_point=False, bare_t=False, column_t=False, no_y=False, tanh_out=False, relu_out=False, softplus_out=False, tiny=False,
                    unused=False, batch_mix=False, detach=False, three_out=False, linear=False, fast_time=False, fixed_width=False):
     """The statement's network, with one switch per known mistake."""
 
@@ -44,7 +44,7 @@ def velocity_class(no_time=False, no_point=False, bare_t=False, column_t=False, 
             if batch_mix:
                 features = features - features.mean(0, keepdim=True)
             out = self.net(features)
-            out = torch.tanh(out) if tanh_out else torch.relu(out) if relu_out else out
+            out = torch.tanh(out) if tanh_out else torch.relu(out) if relu_out else nn.functional.softplus(out) if softplus_out else out
             return out.detach() if detach else out
 
         if no_y:
@@ -106,6 +106,7 @@ def test_every_correct_velocity_network_passes(cls, capsys):
     (dict(unused=True), "get no gradient"),
     (dict(tanh_out=True), "something squashes them"),
     (dict(relu_out=True), "ReLU"),
+    (dict(softplus_out=True), "never negative"),
     (dict(linear=True), "distance to the exact velocity field"),
     (dict(fast_time=True), "distance to the exact velocity field"),
 ])
