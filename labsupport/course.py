@@ -47,6 +47,7 @@ STAGE_POINTS = {
     "Discriminator": {"interface": 0.5, "gradients": 1.0},  # the same stages; then it learns to tell made-up digits from noise
     "ConditionalGenerator": {"interface": 0.5, "gradients": 1.0},  # shapes, range, label and noise used, size; every weight learns; then it fits
     "ConditionalDiscriminator": {"interface": 0.5, "gradients": 1.0},  # the same; then it tells matching from mismatched (image, label) pairs
+    "ConvAutoencoder": {"interface": 0.5, "gradients": 1.0},  # shapes, k honoured, range, size; every weight learns, eval mode per image; then it trains
     "VAE": {"interface": 0.5, "gradients": 1.0},         # shapes, contract, ranges; then every weight learns; then it trains
     "kl_divergence": {"shape": 0.25, "values": 0.5},   # (B,) right; then the closed form's values; then its gradients
     "negative_elbo": {"shape": 0.25, "value": 0.5},    # a scalar; then its value; then gradients reaching every input

@@ -12,11 +12,12 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model
+from . import core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_fit_class_gaussians, check_log_marginal, check_pca, check_sample_classes
 from .nb02 import check_ae_train_step, check_Autoencoder
+from .nb02_conv import check_ConvAutoencoder
 from .nb02_denoise import check_denoising_step
 from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize, check_vae_loss
 from .nb03_model import check_iw_nll, check_VAE
@@ -52,6 +53,7 @@ __all__ = [
     "check_sample_classes",
     "check_ae_train_step",
     "check_Autoencoder",
+    "check_ConvAutoencoder",
     "check_denoising_step",
     "check_kl_divergence",
     "check_negative_elbo",
@@ -91,4 +93,4 @@ __all__ = [
     "check_VelocityMLP",
     "check_guided_velocity",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model)  # every module of the package (the grader watches them all)
