@@ -54,6 +54,7 @@ def train_vae(
     seed: int | None = None,
     lr_decay: bool = False,
     batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    step: Callable[[torch.nn.Module, torch.optim.Optimizer, torch.Tensor], dict[str, float]] | None = None,
 ) -> dict[str, list[float]]:
     """Train ``vae`` on dynamically binarized ``x_train: (N, 1, 28, 28) in [0, 1]`` by minimising the negative ELBO.
 
@@ -66,12 +67,19 @@ def train_vae(
     along a cosine to 0 by the end of the run (by steps, or by wall time under ``max_seconds``): the
     last epochs then fine-tune instead of bouncing around.
 
-    Returns the :func:`fit` history, with ``rec`` and ``kl`` per step when the built-in loss is used.
+    ``step`` replaces the whole optimisation step by your own ``vae_train_step(model, optimizer, x) -> {"loss", "rec",
+    "kl", ...}`` (notebook 03's exercise; put beta inside it, as for ``batch_loss``): called on each re-binarized batch,
+    on the model's device, with this loop's Adam; it must return floats, all of them logged. No autocast then (your
+    step runs as written); the learning-rate decay still follows it.
+
+    Returns the :func:`fit` history, with ``rec`` and ``kl`` per step when the built-in loss or a ``step`` gives them.
     """
     if epochs is None:
         epochs = 10 if max_seconds is None else 10**6
-    if batch_loss is not None and beta != 1.0:
-        raise ValueError("beta only applies to the built-in loss: put beta inside your own `batch_loss` instead")
+    if batch_loss is not None and step is not None:
+        raise ValueError("give train_vae a `batch_loss` or a whole `step`, not both")
+    if (batch_loss is not None or step is not None) and beta != 1.0:
+        raise ValueError("beta only applies to the built-in loss: put beta inside your own `batch_loss` or `step` instead")
     if not (isinstance(x_train, torch.Tensor) and x_train.dim() == 4 and x_train.shape[1:] == (1, 28, 28)):
         raise ValueError(f"x_train should be a tensor (N, 1, 28, 28) in [0, 1], got {getattr(x_train, 'shape', type(x_train))}")
     if x_train.min() < 0 or x_train.max() > 1:
@@ -84,8 +92,30 @@ def train_vae(
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     total = epochs * len(loader) if epochs < 10**6 else None
     scheduler = cosine_decay(optimizer, steps=total, seconds=max_seconds) if lr_decay else None
+    if step is not None:
+        return _run_vae_step(vae, step, optimizer, scheduler, loader, epochs=epochs, total=total, max_seconds=max_seconds,
+                             device=device, desc=desc)
     return fit(vae, loss_fn, loader, epochs=epochs, max_seconds=max_seconds, optimizer=optimizer, scheduler=scheduler,
                device=device, desc=desc)
+
+
+def _run_vae_step(vae: torch.nn.Module, step: Callable, optimizer: torch.optim.Optimizer, scheduler, loader: TensorLoader, *,
+                  epochs: int, total: int | None, max_seconds: float | None, device, desc: str) -> dict[str, list[float]]:
+    """:func:`train_vae`'s loop around a student's whole step: :func:`fit`'s loop, with the step written by the student."""
+    device = resolve_device(device, vae)
+    vae.to(device)
+    name = getattr(step, "__name__", None) or getattr(getattr(step, "func", None), "__name__", "step")
+
+    def iteration(i: int, xb: torch.Tensor) -> dict[str, float]:
+        out = step(vae, optimizer, xb.to(device))
+        if not isinstance(out, dict) or "loss" not in out:
+            raise TypeError(f"train_vae: {name} should return a dict of floats with at least 'loss', got {type(out).__name__}")
+        if scheduler is not None:
+            scheduler.step()
+        return {k: float(v) for k, v in out.items()}
+
+    batches = (xb for _ in range(epochs) for xb in loader)
+    return run_steps(iteration, batches, modules=[vae], desc=desc, steps=total, max_seconds=max_seconds)
 
 
 # --- the evaluation classifier --------------------------------------------------------------------

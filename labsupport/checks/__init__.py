@@ -12,7 +12,7 @@ optimizer of the step checks). The grader (``labsupport.grading``) finds the che
 here as ``check_<id>``.
 """
 
-from . import core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model
+from . import core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb03_step, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model
 from .core import PASSED, CheckFailed, call, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
 from .nb00 import check_normalize_images
 from .nb01 import check_fit_class_gaussians, check_log_marginal, check_pca, check_sample_classes
@@ -21,6 +21,7 @@ from .nb02_conv import check_ConvAutoencoder
 from .nb02_denoise import check_denoising_step
 from .nb03 import check_kl_divergence, check_negative_elbo, check_reparameterize, check_vae_loss
 from .nb03_model import check_iw_nll, check_VAE
+from .nb03_step import check_vae_train_step
 from .nb04 import check_conv_out, check_conv_transpose_out, check_discriminator_loss, check_gan_step, check_generator_loss
 from .nb04_model import check_Discriminator, check_Generator
 from .nb05 import check_critic_loss, check_gradient_penalty, check_wgan_gp_step
@@ -59,6 +60,7 @@ __all__ = [
     "check_negative_elbo",
     "check_reparameterize",
     "check_vae_loss",
+    "check_vae_train_step",
     "check_VAE",
     "check_iw_nll",
     "check_conv_out",
@@ -93,4 +95,4 @@ __all__ = [
     "check_VelocityMLP",
     "check_guided_velocity",
 ]
-MODULES = (core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model)  # every module of the package (the grader watches them all)
+MODULES = (core, fakes, nb00, nb01, nb02, nb02_conv, nb02_denoise, nb03, nb03_model, nb03_step, nb04, nb04_model, nb05, nb05_model, nb06, nb06_debias, nb06_uses, nb07, nb08, nb08_sampler, nb09, nb09_model)  # every module of the package (the grader watches them all)

@@ -1,7 +1,7 @@
 """Stand-ins the step checks hand to student code, written once: a plain SGD optimizer that reports its steps,
 a tiny network that records its inputs, its non-recording twin with given weights, the skeleton that
-runs a student's training step while watching both optimizers and the generator's gradients, and a tiny
-autoencoder for notebook 02's step checks."""
+runs a student's training step while watching both optimizers and the generator's gradients, a tiny
+autoencoder for notebook 02's step checks and a recording linear VAE for notebook 03's."""
 
 from __future__ import annotations
 
@@ -159,6 +159,51 @@ class TinyAE(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+class LossVAE(torch.nn.Module):
+    """A linear VAE whose ``decode`` records every code it is given, so a check can see what was decoded: notebook 03's
+    ``vae_loss`` and ``vae_train_step`` checks hand it to the student's code (``forward_calls`` counts ``model(x)``).
+
+    ``logvar`` sits near a different value in each dimension (-2, -1, 0.8, 1.6), where the standard
+    deviation, the variance, ``|logvar|`` and 1 all differ, so the spread of ``z - mu`` tells them apart.
+    Plain torch only: the grader flags calls of the course's reference answers while the student's code runs.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.latent_dim = 4
+        self.w_mu = torch.nn.Parameter(0.06 * torch.randn(784, 4, generator=g))
+        self.w_lv = torch.nn.Parameter(0.004 * torch.randn(784, 4, generator=g))
+        self.b_lv = torch.nn.Parameter(torch.tensor([-2.0, -1.0, 0.8, 1.6]))
+        self.w_dec = torch.nn.Parameter(0.4 * torch.randn(4, 784, generator=g))
+        self.b_dec = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
+        self.codes: list[torch.Tensor] = []
+        self.forward_calls = 0
+
+    def encoder_params(self) -> list[torch.nn.Parameter]:
+        return [self.w_mu, self.w_lv, self.b_lv]
+
+    def decoder_params(self) -> list[torch.nn.Parameter]:
+        return [self.w_dec, self.b_dec]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        mu = flat @ self.w_mu - 0.3 * self.w_mu.sum(0)  # roughly centred on 0 for pixels on with probability 0.3
+        return mu, flat @ self.w_lv + self.b_lv
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.w_dec + self.b_dec).view(-1, 1, 28, 28)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.codes.append(z.detach().clone())
+        return self.logits(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.forward_calls += 1
+        mu, logvar = self.encode(x)
+        return self.decode(mu + (0.5 * logvar).exp() * torch.randn_like(mu)), mu, logvar
 
 
 def discs(n: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from .. import losses
 from .core import CheckFailed, Unchanged, call, call_explained, carries_gradient, check, close, describe, expect_tensor, named, passed, ratio_hint, stage
-from .fakes import flat
+from .fakes import LossVAE, flat
 
 
 def _vae_case(b: int, d: int, seed: int, requires_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,51 +177,7 @@ def check_negative_elbo(fn: Callable) -> None:
     passed("negative_elbo", f"{got.item():.2f} nats on a test batch")
 
 
-class _LossVAE(torch.nn.Module):
-    """A linear VAE whose ``decode`` records every code it is given, so a check can see what was decoded.
-
-    ``logvar`` sits near a different value in each dimension (-2, -1, 0.8, 1.6), where the standard
-    deviation, the variance, ``|logvar|`` and 1 all differ, so the spread of ``z - mu`` tells them apart.
-    Plain torch only: the grader flags calls of the course's reference answers while the student's code runs.
-    """
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.latent_dim = 4
-        self.w_mu = torch.nn.Parameter(0.06 * torch.randn(784, 4, generator=g))
-        self.w_lv = torch.nn.Parameter(0.004 * torch.randn(784, 4, generator=g))
-        self.b_lv = torch.nn.Parameter(torch.tensor([-2.0, -1.0, 0.8, 1.6]))
-        self.w_dec = torch.nn.Parameter(0.4 * torch.randn(4, 784, generator=g))
-        self.b_dec = torch.nn.Parameter(0.3 * torch.randn(784, generator=g))
-        self.codes: list[torch.Tensor] = []
-        self.forward_calls = 0
-
-    def encoder_params(self) -> list[torch.nn.Parameter]:
-        return [self.w_mu, self.w_lv, self.b_lv]
-
-    def decoder_params(self) -> list[torch.nn.Parameter]:
-        return [self.w_dec, self.b_dec]
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = x.flatten(1)
-        mu = flat @ self.w_mu - 0.3 * self.w_mu.sum(0)  # roughly centred on 0 for pixels on with probability 0.3
-        return mu, flat @ self.w_lv + self.b_lv
-
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return (z @ self.w_dec + self.b_dec).view(-1, 1, 28, 28)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        self.codes.append(z.detach().clone())
-        return self.logits(z)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.forward_calls += 1
-        mu, logvar = self.encode(x)
-        return self.decode(mu + (0.5 * logvar).exp() * torch.randn_like(mu)), mu, logvar
-
-
-def _vae_loss_call(fn: Callable, model: _LossVAE, x: torch.Tensor, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _vae_loss_call(fn: Callable, model: LossVAE, x: torch.Tensor, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the student's loss once; return the loss and the one code it decoded, after the checks on the call itself."""
     model.codes.clear()
     shown = "vae_loss(model, x)" if beta is None else f"vae_loss(model, x, beta={beta:g})"
@@ -247,7 +203,7 @@ def check_vae_loss(fn: Callable) -> None:
     """``vae_loss(model, x, beta=1.0) -> scalar``: encode, sample z with the reparameterization, decode, and return the
     batch mean of (Bernoulli NLL summed over pixels + beta * KL), in nats per image: negative_elbo's convention."""
     torch.manual_seed(0)
-    model = _LossVAE()
+    model = LossVAE()
     b = 512  # enough codes to measure the spread of z - mu per dimension within about 3%
     x = torch.bernoulli(torch.full((b, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(1))
     kept = Unchanged(x)
