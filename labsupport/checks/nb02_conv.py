@@ -22,7 +22,7 @@ from torch import nn
 from .core import CheckFailed, call_explained, carries_gradient, check, close, expect_tensor, passed, stage
 from .fakes import build_module, dead_parameters, discs, size_near
 
-STEPS, BATCH, LR = 60, 32, 5e-3
+STEPS, BATCH, LR = 60, 16, 5e-3  # about 0.3 s per network on one core
 
 
 class _ReferenceConvAE(nn.Module):
@@ -166,13 +166,13 @@ def check_ConvAutoencoder(cls: Callable) -> None:
     stage("interface")
     _gradients(net)
     stage("gradients")
-    x, x_test = _edges(512, 33), _edges(128, 34)
+    x, x_test = _edges(512, 33), _edges(64, 34)
     torch.manual_seed(0)
     ref_before, ref_after = _train(_ReferenceConvAE(8), x, x_test)
     torch.manual_seed(0)
     student = _build(cls, 8)
     before, after = _train(student, x, x_test)
-    tolerance = max(ref_after, 15.0)  # measured: four sound designs end within 7 of the reference, a ReLU before the sigmoid 89 above
+    tolerance = max(ref_after, 15.0)  # measured: four sound designs end within 6 of it; global pooling before the code 34 above, a ReLU before the sigmoid 85
     if not after <= ref_after + tolerance:
         with torch.no_grad():
             darkest = student.eval()(x_test).min().item()
