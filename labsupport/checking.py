@@ -313,6 +313,13 @@ def _run_child(checks, export: Path, name: str, keys: dict[str, bytearray], memo
 def serve(export: Path, memory_mb: int, timeout: float, ids: list[str]) -> int:
     keys = _read_keys(ids)
     import labsupport.checks as checks  # fresh: nothing from the notebook has run in this process
+    import torch
+
+    from . import config
+
+    # The grader's threads (Settings.threads, LABSUPPORT_THREADS), not torch's default of every core: with two notebooks
+    # graded at once on two cores, two-thread checks slowed one another past the check's time limit (CI, 2026-12-06).
+    torch.set_num_threads(config.num_threads())
     import numpy  # noqa: F401  (imported once here, so no child pays for it)
     import torch._dynamo  # noqa: F401  (an honest answer's first torch.optim step imports it, and the import rebinds
     #                       torch.manual_seed: done here, before any watch takes its snapshot, it is no tampering)

@@ -76,12 +76,12 @@ def test_every_solution_grades_full_marks(name, tmp_path, mnist_available):
     ids = [e["id"] for e in grading.load_exercises()[name]]
     export = NBVAL_EXPORTS / name
     if not export.exists():
-        rows = grading.grade([ROOT / "solutions" / f"{name}.ipynb"], tmp_path / "out", grading.Settings(threads=2), progress=False)
+        rows = grading.grade([ROOT / "solutions" / f"{name}.ipynb"], tmp_path / "out", grading.Settings(), progress=False)
         _assert_full_marks({e["id"]: e for e in rows[0]["exercises"]}, name)
         return
     missing = [i for i in ids if not (export / f"{i}.pkl").exists()]
     assert not missing, f"nbval's run of {name} saved no function for {missing}: the solution stopped before them"
-    _assert_full_marks({i: v.record() for i, v in grading.check_exports(export, ids, grading.Settings(threads=2), tmp_path).items()}, name)
+    _assert_full_marks({i: v.record() for i, v in grading.check_exports(export, ids, grading.Settings(), tmp_path).items()}, name)
 
 
 @pytest.mark.parametrize("name", COURSE)
