@@ -113,6 +113,13 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "after_notebooks: runs after nbval has executed the solution notebooks")
     config.pluginmanager.register(_NbvalExports(), "labsupport-nbval-exports")
+    import torch
+
+    from labsupport import config as course_config
+
+    # The course's threads rule in this process too (LABSUPPORT_THREADS; every core by default): two pytest-xdist workers at
+    # torch's default of every core each slowed one another several times over (a 1-s test file took 142 s).
+    torch.set_num_threads(course_config.num_threads())
 
 
 def pytest_unconfigure(config):
